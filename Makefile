@@ -1,0 +1,53 @@
+# simsearch — set-up, tests, lint, benchmarks. Every target installs what it needs.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch from the local wheel cache on this kind of machine; keep this pin (see README).
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.simsearch-installed
+
+.PHONY: setup test test-fast lint format bench bench-quality bench-throughput demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[embedder,shard,indexer,dev]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not integration"
+
+lint: setup
+	$(VENV)/bin/ruff check services tests scripts
+	$(VENV)/bin/ruff format --check services tests scripts
+	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format services tests scripts
+	$(VENV)/bin/ruff check --fix services tests scripts
+
+# Retrieval quality on labelled photos (needs ../shared/datasets, research use only).
+bench-quality: setup
+	$(PY) scripts/bench/quality.py --out docs/quality.json --plot docs/quality.png
+
+# Embedder throughput: raw batched model vs HTTP with 8 concurrent clients.
+bench-throughput: setup
+	$(PY) scripts/bench/embed_throughput.py --out docs/embed_throughput.json
+
+bench: bench-quality bench-throughput
+
+# Until `simsearch up` lands (router + shards), the demo serves the embedder alone.
+demo: setup
+	@echo "embedder on http://127.0.0.1:8001 — try:"
+	@echo "  curl -F file=@samples/flowers/images/daisy/100080576_f52e8ee070_n.jpg http://127.0.0.1:8001/embed"
+	$(VENV)/bin/simsearch serve embedder --port 8001
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

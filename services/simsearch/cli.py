@@ -1,0 +1,84 @@
+"""The `simsearch` command: one entry point for every role.
+
+    simsearch serve embedder [--host H] [--port P]   (every flag also as SIMSEARCH_* env)
+    simsearch models                                  (the model registry)
+
+Roles that later issues add (router, shard, index, up/down) plug in here with the same
+pattern: parse flags → load typed settings (exit 2 with a clear message) → run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from simsearch.common.errors import ConfigError
+
+PLANNED = ("router", "shard")
+
+
+def _serve_embedder(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from simsearch.common.settings import load_settings
+    from simsearch.common.telemetry import configure_logging
+    from simsearch.embedder.app import build_engine, create_app
+    from simsearch.embedder.settings import EmbedderSettings
+
+    settings = load_settings(EmbedderSettings, host=args.host, port=args.port,
+                             model=args.model, device=args.device, weights=args.weights)
+    configure_logging("embedder", settings.log_level, settings.log_format)
+    engine = build_engine(settings)  # fail before binding the port if weights are missing
+    app = create_app(settings, engine)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    if args.role in PLANNED:
+        print(f"simsearch: the {args.role} role is not built yet", file=sys.stderr)
+        return 2
+    return _serve_embedder(args)
+
+
+def _models(_: argparse.Namespace) -> int:
+    from simsearch.embedder.models import REGISTRY
+
+    for spec in REGISTRY.values():
+        pre = spec.preprocessing
+        print(f"{spec.name:20s} dim={spec.dim:<5d} resize={pre.resize} crop={pre.crop}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; flags left unset fall back to SIMSEARCH_* variables."""
+    parser = argparse.ArgumentParser(prog="simsearch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one service in the foreground")
+    serve.add_argument("role", choices=("embedder", *PLANNED))
+    serve.add_argument("--host", help="interface to bind (SIMSEARCH_HOST)")
+    serve.add_argument("--port", type=int, help="port (SIMSEARCH_PORT)")
+    serve.add_argument("--model", help="embedder model (SIMSEARCH_MODEL)")
+    serve.add_argument("--device", help="auto|cpu|cuda|mps (SIMSEARCH_DEVICE)")
+    serve.add_argument("--weights", help="weights file/URI or 'random' (SIMSEARCH_WEIGHTS)")
+    serve.set_defaults(func=_serve)
+    models = sub.add_parser("models", help="list the embedding models")
+    models.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; configuration problems exit 2 with one readable message."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as err:
+        print(f"simsearch: configuration error: {err.reason}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The HTTP edge every service shares: request ids, body limits, errors, health, metrics.
+
+Domain code raises `simsearch.common.errors` exceptions; this module is the one place
+that turns them into status codes and JSON bodies, so every service answers bad input
+the same way: `{"status": "error", "error": <code>, "detail": <reason>, "request_id": …}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from simsearch.common.errors import PayloadTooLarge, SimsearchError
+from simsearch.common.telemetry import (
+    REQUEST_ID_HEADER,
+    HttpMetrics,
+    new_request_id,
+    request_id_var,
+)
+
+log = logging.getLogger("simsearch.http")
+
+ReadinessCheck = Callable[[], tuple[bool, str]]
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside `receive` when a streamed body passes the limit."""
+
+
+def error_body(err: SimsearchError) -> dict[str, Any]:
+    """The JSON body for a domain error (also used by tests to know the shape)."""
+    return {
+        "status": "error",
+        "error": err.code,
+        "detail": err.reason,
+        "request_id": request_id_var.get(),
+    }
+
+
+def _json_error(status: int, code: str, detail: Any) -> JSONResponse:
+    body = {"status": "error", "error": code, "detail": detail, "request_id": request_id_var.get()}
+    return JSONResponse(body, status_code=status, headers={REQUEST_ID_HEADER: request_id_var.get()})
+
+
+class RequestContextMiddleware:
+    """Pure ASGI middleware: request id, body-size limit, metrics and one access log line.
+
+    The body limit is enforced while the body streams in (and up front from
+    Content-Length), so an oversized upload is refused with 413 before it is buffered.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = headers.get(REQUEST_ID_HEADER.lower()) or new_request_id()
+        token = request_id_var.set(rid[:64])
+        started = time.perf_counter()
+        status = {"code": 500, "sent": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                status["sent"] = True
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.encode(), rid.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            declared = int(headers.get("content-length", "0") or 0)
+            if declared > self.max_body_bytes:
+                await self._too_large(send_with_id, declared)
+                return
+            await self.app(scope, self._limited(receive), send_with_id)
+        except _BodyTooLarge:
+            if not status["sent"]:
+                await self._too_large(send_with_id, None)
+        finally:
+            self._record(scope, status["code"], time.perf_counter() - started)
+            request_id_var.reset(token)
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise _BodyTooLarge()
+            return message
+
+        return wrapped
+
+    async def _too_large(self, send: Send, declared: int | None) -> None:
+        size = f"{declared} bytes" if declared is not None else "the body"
+        err = PayloadTooLarge(f"request body {size} is over the limit of {self.max_body_bytes} bytes")
+        response = JSONResponse(error_body(err), status_code=err.status_code)
+        await response({"type": "http"}, _empty_receive, send)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        self.metrics.observe(template, scope.get("method", "?"), status, seconds)
+        log.info(
+            "%s %s %d %.1fms",
+            scope.get("method"),
+            scope.get("path"),
+            status,
+            seconds * 1000,
+            extra={"route": template, "status": status, "duration_ms": round(seconds * 1000, 2)},
+        )
+
+
+async def _empty_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the exception tree to status codes; anything else is a logged 500."""
+
+    @app.exception_handler(SimsearchError)
+    async def domain_error(_: Request, exc: SimsearchError) -> JSONResponse:
+        if exc.status_code >= 500:
+            log.warning("request failed: %s", exc.reason, extra={"error": exc.code})
+        return _json_error(exc.status_code, exc.code, exc.reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        return _json_error(422, "validation_error", "; ".join(problems))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error: %s", exc)
+        return _json_error(500, "internal_error", "internal error; see logs for this request id")
+
+
+def health_router(ready: ReadinessCheck) -> APIRouter:
+    """`/health/live` (the process answers) and `/health/ready` (it can do its job)."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get("/health/ready")
+    async def readiness() -> JSONResponse:
+        ok, reason = ready()
+        body = {"status": "ready" if ok else "not_ready", "detail": reason}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return router
+
+
+def metrics_router(metrics: HttpMetrics) -> APIRouter:
+    """`/metrics` in the Prometheus text format, from the app's own registry."""
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,1 @@
+"""The embedder service: model registry, device handling, micro-batcher, FastAPI app."""

@@ -1,0 +1,188 @@
+"""The embedder's work, independent of HTTP: decode → preprocess → batch → vectors.
+
+Decoding and preprocessing run in a thread pool (Pillow releases the GIL), in parallel
+with the model, which runs batches in its own thread via the micro-batcher. Object-store
+fetches for `/embed/keys` run in a third pool, since they wait on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from simsearch.common.errors import InvalidParameter, SimsearchError
+from simsearch.common.imaging import DecodeLimits, decode_image
+from simsearch.common.storage import ObjectStore, S3Options, is_uri, open_store, split_object_uri
+from simsearch.common.telemetry import run_in_context
+from simsearch.common.wire import ItemError
+from simsearch.embedder.batcher import MicroBatcher
+from simsearch.embedder.engine import Engine, preprocess
+from simsearch.embedder.settings import EmbedderSettings
+
+log = logging.getLogger(__name__)
+
+
+class EmbedderMetrics:
+    """What an operator needs to size the embedder: batch sizes, latency, images/s."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.images = Counter(
+            "simsearch_embedder_images", "Images embedded (rate() = images/s).", registry=registry
+        )
+        self.rejected = Counter(
+            "simsearch_embedder_rejected_images", "Images refused, by reason.", ["error"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "simsearch_embedder_batch_size", "Images per forward pass.", registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )
+        self.inference = Histogram(
+            "simsearch_embedder_inference_seconds", "Time of one forward pass.", registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.decode = Histogram(
+            "simsearch_embedder_decode_seconds", "Decode + preprocess time of one image.",
+            registry=registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+        )
+        self.queue_depth = Gauge(
+            "simsearch_embedder_queue_depth", "Images waiting for the model.", registry=registry
+        )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        """Called by the batcher after every forward pass."""
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+        self.images.inc(size)
+
+
+@dataclass
+class KeyResult:
+    """Vectors for a list of keys: rows aligned with the keys, failed ones flagged."""
+
+    vectors: np.ndarray
+    ok: list[bool]
+    errors: list[ItemError]
+
+
+class EmbedderService:
+    """Owns the engine, the batcher and the thread pools for one running service."""
+
+    def __init__(self, settings: EmbedderSettings, engine: Engine, metrics: EmbedderMetrics):
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.limits = DecodeLimits(settings.max_image_bytes, settings.max_image_pixels)
+        self.batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
+            self._embed_batch,
+            settings.max_batch,
+            settings.max_wait_ms / 1000,
+            settings.queue_limit,
+            metrics.observe_batch,
+        )
+        self._decode_pool = ThreadPoolExecutor(settings.decode_workers, "decode")
+        self._fetch_pool = ThreadPoolExecutor(settings.fetch_workers, "fetch")
+        self._stores: dict[str, ObjectStore] = {}
+        self.ready = False
+
+    async def start(self) -> None:
+        """Start batching, then warm the model up in the background (ready afterwards)."""
+        await self.batcher.start()
+        if self.settings.warmup:
+            sizes = sorted({1, self.settings.max_batch})
+            await asyncio.get_running_loop().run_in_executor(None, self.engine.warm_up, sizes)
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Fail queued work and release the threads."""
+        self.ready = False
+        await self.batcher.stop()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+        self._fetch_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _embed_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.metrics.queue_depth.set(self.batcher.depth)
+        return list(self.engine.embed(items))
+
+    def _prepare(self, data: bytes) -> np.ndarray:
+        started = time.perf_counter()
+        try:
+            image = decode_image(data, self.limits)
+        except SimsearchError as err:
+            self.metrics.rejected.labels(err.code).inc()
+            raise
+        array = preprocess(image, self.engine.spec.preprocessing)
+        self.metrics.decode.observe(time.perf_counter() - started)
+        return array
+
+    async def embed_one(self, data: bytes) -> np.ndarray:
+        """Decode, preprocess and embed one image; errors are the caller's 4xx."""
+        loop = asyncio.get_running_loop()
+        array = await loop.run_in_executor(self._decode_pool, run_in_context(self._prepare), data)
+        return await self.batcher.submit(array)
+
+    async def embed_many(self, blobs: Sequence[bytes]) -> np.ndarray:
+        """All-or-nothing: the first bad image fails the request, naming its position."""
+        tasks = [asyncio.ensure_future(self.embed_one(blob)) for blob in blobs]
+        try:
+            for index, task in enumerate(tasks):
+                try:
+                    await task
+                except SimsearchError as err:
+                    err.reason = f"file #{index}: {err.reason}"
+                    raise
+        finally:
+            for task in tasks:
+                task.cancel()
+        return np.stack([task.result() for task in tasks])
+
+    def _store_for(self, ref: str) -> tuple[ObjectStore, str]:
+        if is_uri(ref):
+            root, key = split_object_uri(ref)
+        elif self.settings.store is not None:
+            root, key = self.settings.store, ref
+        else:
+            raise InvalidParameter(
+                f"{ref!r} is a bare key but the embedder has no SIMSEARCH_STORE; send a full URI"
+            )
+        if root not in self._stores:
+            self._stores[root] = open_store(root, self._s3_options())
+        return self._stores[root], key
+
+    def _s3_options(self) -> S3Options:
+        return self.settings.s3_options()
+
+    def _fetch_and_prepare(self, ref: str) -> np.ndarray:
+        store, key = self._store_for(ref)
+        return self._prepare(store.get_limited(key, self.settings.max_image_bytes))
+
+    async def embed_keys(self, keys: Sequence[str]) -> KeyResult:
+        """Fetch, decode and embed each key; a failing key is reported, not fatal."""
+        loop = asyncio.get_running_loop()
+        fetch = run_in_context(self._fetch_and_prepare)
+
+        async def one(ref: str) -> np.ndarray:
+            array = await loop.run_in_executor(self._fetch_pool, fetch, ref)
+            return await self.batcher.submit(array)
+
+        outcomes = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
+        vectors = np.zeros((len(keys), self.engine.dim), dtype=np.float32)
+        ok, errors = [], []
+        for index, (key, outcome) in enumerate(zip(keys, outcomes, strict=True)):
+            if isinstance(outcome, SimsearchError):
+                errors.append(ItemError(index=index, key=key, status=outcome.status_code,
+                                        error=outcome.code, detail=outcome.reason))
+                ok.append(False)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                vectors[index] = outcome
+                ok.append(True)
+        return KeyResult(vectors, ok, errors)

@@ -1,0 +1,1 @@
+"""Shared test helpers: in-memory fixtures that unit and HTTP-level tests both use."""

@@ -1,0 +1,77 @@
+"""Run simsearch services as real processes on loopback and wait until they are ready.
+
+No sleep-and-hope: `start_service` polls the readiness endpoint (bounded in time) and
+fails at once, with the process's log, if the process exits first.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from support.s3server import free_port
+
+
+@dataclass
+class Service:
+    """A started service: its base URL, process and log file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(service: Service, path: str, timeout_s: float) -> None:
+    """Poll `path` until it answers 200; raise with the log if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if service.process.poll() is not None:
+                raise RuntimeError(f"service exited with {service.process.returncode}:\n{service.log()}")
+            try:
+                if client.get(service.url + path).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    raise TimeoutError(f"{service.url}{path} not ready after {timeout_s}s:\n{service.log()}")
+
+
+@contextmanager
+def start_service(
+    role: str, env: Mapping[str, str], ready_path: str = "/health/ready", timeout_s: float = 120
+) -> Iterator[Service]:
+    """`simsearch serve ROLE` on a free loopback port with extra `SIMSEARCH_*` env."""
+    port = free_port()
+    log_file = tempfile.NamedTemporaryFile(prefix=f"simsearch-{role}-", suffix=".log", delete=False)
+    full_env = {**os.environ, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port), **env}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simsearch.cli", "serve", role],
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    service = Service(f"http://127.0.0.1:{port}", process, Path(log_file.name))
+    try:
+        wait_ready(service, ready_path, timeout_s)
+        yield service
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log_file.close()
