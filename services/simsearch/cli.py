@@ -26,13 +26,20 @@ def _serve_embedder(args: argparse.Namespace) -> int:
     from simsearch.embedder.app import build_engine, create_app
     from simsearch.embedder.settings import EmbedderSettings
 
-    settings = load_settings(EmbedderSettings, host=args.host, port=args.port,
-                             model=args.model, device=args.device, weights=args.weights)
+    settings = load_settings(
+        EmbedderSettings,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        device=args.device,
+        weights=args.weights,
+    )
     configure_logging("embedder", settings.log_level, settings.log_format)
     engine = build_engine(settings)  # fail before binding the port if weights are missing
     app = create_app(settings, engine)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+    )
     return 0
 
 

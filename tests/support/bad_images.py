@@ -21,6 +21,7 @@ from typing import Final
 
 import numpy as np
 from PIL import Image, features
+
 from simsearch.common import errors
 from simsearch.common.imaging import DEFAULT_LIMITS
 

@@ -39,7 +39,9 @@ def wait_ready(service: Service, path: str, timeout_s: float) -> None:
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if service.process.poll() is not None:
-                raise RuntimeError(f"service exited with {service.process.returncode}:\n{service.log()}")
+                raise RuntimeError(
+                    f"service exited with {service.process.returncode}:\n{service.log()}"
+                )
             try:
                 if client.get(service.url + path).status_code == 200:
                     return
@@ -55,15 +57,16 @@ def start_service(
 ) -> Iterator[Service]:
     """`simsearch serve ROLE` on a free loopback port with extra `SIMSEARCH_*` env."""
     port = free_port()
-    log_file = tempfile.NamedTemporaryFile(prefix=f"simsearch-{role}-", suffix=".log", delete=False)
+    log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}.log"
     full_env = {**os.environ, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port), **env}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "simsearch.cli", "serve", role],
-        env=full_env,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-    )
-    service = Service(f"http://127.0.0.1:{port}", process, Path(log_file.name))
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simsearch.cli", "serve", role],
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    service = Service(f"http://127.0.0.1:{port}", process, log_path)
     try:
         wait_ready(service, ready_path, timeout_s)
         yield service
@@ -74,4 +77,3 @@ def start_service(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
-        log_file.close()

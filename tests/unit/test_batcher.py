@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 import pytest
+
 from simsearch.common.errors import Overloaded
 from simsearch.embedder.batcher import MicroBatcher
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
+
 from simsearch.common import errors, imaging
 from simsearch.common.imaging import (
     ALLOWED_FORMATS,
@@ -26,7 +27,6 @@ from simsearch.common.imaging import (
     sniff_format,
     to_rgb,
 )
-
 from tests.support import bad_images
 from tests.support.bad_images import BLUE, CASES, GREEN, RED
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import boto3.session
 import pytest
 from botocore.config import Config
+
 from simsearch.common.errors import (
     ConfigError,
     InvalidParameter,
@@ -38,7 +39,6 @@ from simsearch.common.storage import (
     open_store,
     split_object_uri,
 )
-
 from tests.support.s3server import free_port
 
 if TYPE_CHECKING:

@@ -8,6 +8,7 @@ import logging
 
 import numpy as np
 import pytest
+
 from simsearch.common.errors import ConfigError, InvalidVector
 from simsearch.common.settings import load_settings
 from simsearch.common.telemetry import JsonFormatter, request_id_var
@@ -52,8 +53,16 @@ def test_request_body_limit_must_fit_one_image() -> None:
 
 
 def test_json_log_lines_carry_the_request_id() -> None:
-    record = logging.makeLogRecord({"msg": "hello %s", "args": ("world",), "levelno": 20,
-                                    "levelname": "INFO", "name": "t", "route": "/embed"})
+    record = logging.makeLogRecord(
+        {
+            "msg": "hello %s",
+            "args": ("world",),
+            "levelno": 20,
+            "levelname": "INFO",
+            "name": "t",
+            "route": "/embed",
+        }
+    )
     token = request_id_var.set("abc123")
     try:
         line = json.loads(JsonFormatter("embedder").format(record))

@@ -47,7 +47,7 @@ def error_body(err: SimsearchError) -> dict[str, Any]:
 
 def _json_error(status: int, code: str, detail: Any) -> JSONResponse:
     body = {"status": "error", "error": code, "detail": detail, "request_id": request_id_var.get()}
-    return JSONResponse(body, status_code=status, headers={REQUEST_ID_HEADER: request_id_var.get()})
+    return JSONResponse(body, status_code=status)  # the middleware adds X-Request-ID
 
 
 class RequestContextMiddleware:
@@ -92,6 +92,18 @@ class RequestContextMiddleware:
         except _BodyTooLarge:
             if not status["sent"]:
                 await self._too_large(send_with_id, None)
+        except Exception:  # a bug: answer 500 with the request id while we still know it
+            log.exception("unhandled error")
+            if not status["sent"]:
+                body = {
+                    "status": "error",
+                    "error": "internal_error",
+                    "detail": "internal error; see the logs for this request id",
+                    "request_id": rid,
+                }
+                await JSONResponse(body, status_code=500)(
+                    {"type": "http"}, _empty_receive, send_with_id
+                )
         finally:
             self._record(scope, status["code"], time.perf_counter() - started)
             request_id_var.reset(token)
@@ -112,7 +124,9 @@ class RequestContextMiddleware:
 
     async def _too_large(self, send: Send, declared: int | None) -> None:
         size = f"{declared} bytes" if declared is not None else "the body"
-        err = PayloadTooLarge(f"request body {size} is over the limit of {self.max_body_bytes} bytes")
+        err = PayloadTooLarge(
+            f"request body {size} is over the limit of {self.max_body_bytes} bytes"
+        )
         response = JSONResponse(error_body(err), status_code=err.status_code)
         await response({"type": "http"}, _empty_receive, send)
 
@@ -135,7 +149,7 @@ async def _empty_receive() -> Message:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the exception tree to status codes; anything else is a logged 500."""
+    """Map the exception tree to status codes (bugs become a 500 in the middleware)."""
 
     @app.exception_handler(SimsearchError)
     async def domain_error(_: Request, exc: SimsearchError) -> JSONResponse:
@@ -145,15 +159,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return _json_error(422, "validation_error", "; ".join(problems))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error: %s", exc)
-        return _json_error(500, "internal_error", "internal error; see logs for this request id")
 
 
 def health_router(ready: ReadinessCheck) -> APIRouter:

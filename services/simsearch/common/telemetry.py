@@ -46,12 +46,13 @@ def outgoing_headers() -> dict[str, str]:
 def run_in_context(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap `fn` so that, run in a worker thread, it still sees this request's id.
 
-    `loop.run_in_executor` does not copy context variables; this does.
+    `loop.run_in_executor` does not copy context variables; this does. Each call runs in
+    its own copy, because one Context cannot be entered by two threads at once.
     """
     ctx = contextvars.copy_context()
 
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
-        return ctx.run(fn, *args, **kwargs)
+        return ctx.copy().run(fn, *args, **kwargs)
 
     return call
 

@@ -1,11 +1,11 @@
 """The embedder's HTTP API (FastAPI). Routes stay thin; the work is in `service.py`.
 
-    POST /embed          multipart, one or many parts named `file`/`files` → vectors
-    POST /embed/keys     {"keys": [...]} object keys or URIs the embedder fetches itself
-    GET  /info           model, dim, device, preprocessing, batching settings
-    GET  /health/live    the process answers
-    GET  /health/ready   the model is loaded and warmed up
-    GET  /metrics        Prometheus
+POST /embed          multipart, one or many parts named `file`/`files` → vectors
+POST /embed/keys     {"keys": [...]} object keys or URIs the embedder fetches itself
+GET  /info           model, dim, device, preprocessing, batching settings
+GET  /health/live    the process answers
+GET  /health/ready   the model is loaded and warmed up
+GET  /metrics        Prometheus
 """
 
 from __future__ import annotations
@@ -53,8 +53,11 @@ def build_engine(settings: EmbedderSettings) -> Engine:
     spec = get_spec(settings.model)
     placement = resolve_placement(settings.device, settings.precision, settings.channels_last)
     module, weights = load_model(spec, settings.weights, settings.s3_options())
-    log.info("model ready on %s", placement.device,
-             extra={"model": spec.name, "precision": placement.precision, "weights": weights})
+    log.info(
+        "model ready on %s",
+        placement.device,
+        extra={"model": spec.name, "precision": placement.precision, "weights": weights},
+    )
     return Engine(spec, module, placement, weights)
 
 
@@ -67,17 +70,26 @@ def get_service(request: Request) -> EmbedderService:
 ServiceDep = Annotated[EmbedderService, Depends(get_service)]
 
 
-def respond(service: EmbedderService, vectors: np.ndarray, encoding: VectorEncoding,
-            ok: list[bool] | None = None) -> EmbedResponse:
+def respond(
+    service: EmbedderService,
+    vectors: np.ndarray,
+    encoding: VectorEncoding,
+    ok: list[bool] | None = None,
+) -> EmbedResponse:
     """Vectors in the requested encoding (JSON lists, or base64 float32 rows)."""
-    common = {"model": service.engine.spec.name, "dim": service.engine.dim,
-              "count": len(vectors), "encoding": encoding}
+    response = EmbedResponse(
+        model=service.engine.spec.name,
+        dim=service.engine.dim,
+        count=len(vectors),
+        encoding=encoding,
+    )
     if encoding == "base64":
-        return EmbedResponse(**common, vectors_b64=encode_vectors(vectors))
-    rows: list[list[float] | None] = [
-        row.tolist() if ok is None or ok[i] else None for i, row in enumerate(vectors)
-    ]
-    return EmbedResponse(**common, vectors=rows)
+        response.vectors_b64 = encode_vectors(vectors)
+    else:
+        response.vectors = [
+            row.tolist() if ok is None or ok[i] else None for i, row in enumerate(vectors)
+        ]
+    return response
 
 
 async def read_uploads(request: Request, max_files: int) -> list[bytes]:
@@ -111,8 +123,9 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
     http_metrics = HttpMetrics("embedder", registry)
     embedder_metrics = EmbedderMetrics(registry)
     app = FastAPI(title="simsearch embedder", version=simsearch.__version__, lifespan=lifespan)
-    app.add_middleware(RequestContextMiddleware, metrics=http_metrics,
-                       max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_request_bytes
+    )
     install_error_handlers(app)
 
     def readiness() -> tuple[bool, str]:
@@ -125,8 +138,9 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
     app.include_router(metrics_router(http_metrics))
 
     @app.post("/embed", response_model=EmbedResponse, response_model_exclude_none=True)
-    async def embed(request: Request, service: ServiceDep,
-                    encoding: VectorEncoding = Query("json")) -> EmbedResponse:
+    async def embed(
+        request: Request, service: ServiceDep, encoding: Annotated[VectorEncoding, Query()] = "json"
+    ) -> EmbedResponse:
         """Embed uploaded images (all must decode, or the request fails with the reason)."""
         blobs = await read_uploads(request, settings.max_files)
         return respond(service, await service.embed_many(blobs), encoding)
@@ -146,12 +160,19 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
         """What model this is: the indexer records it in the index manifest."""
         engine = service.engine
         return EmbedderInfo(
-            model=engine.spec.name, dim=engine.dim, weights=engine.weights,
-            device=str(engine.placement.device), precision=engine.placement.precision,
-            preprocessing=engine.spec.preprocessing, max_batch=settings.max_batch,
-            max_wait_ms=settings.max_wait_ms, torch_threads=torch.get_num_threads(),
-            decode_workers=settings.decode_workers, max_image_bytes=settings.max_image_bytes,
-            max_image_pixels=settings.max_image_pixels, version=simsearch.__version__,
+            model=engine.spec.name,
+            dim=engine.dim,
+            weights=engine.weights,
+            device=str(engine.placement.device),
+            precision=engine.placement.precision,
+            preprocessing=engine.spec.preprocessing,
+            max_batch=settings.max_batch,
+            max_wait_ms=settings.max_wait_ms,
+            torch_threads=torch.get_num_threads(),
+            decode_workers=settings.decode_workers,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            version=simsearch.__version__,
         )
 
     return app

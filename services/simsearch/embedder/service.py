@@ -37,20 +37,28 @@ class EmbedderMetrics:
             "simsearch_embedder_images", "Images embedded (rate() = images/s).", registry=registry
         )
         self.rejected = Counter(
-            "simsearch_embedder_rejected_images", "Images refused, by reason.", ["error"],
+            "simsearch_embedder_rejected_images",
+            "Images refused, by reason.",
+            ["error"],
             registry=registry,
         )
         self.batch_size = Histogram(
-            "simsearch_embedder_batch_size", "Images per forward pass.", registry=registry,
+            "simsearch_embedder_batch_size",
+            "Images per forward pass.",
+            registry=registry,
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
         )
         self.inference = Histogram(
-            "simsearch_embedder_inference_seconds", "Time of one forward pass.", registry=registry,
+            "simsearch_embedder_inference_seconds",
+            "Time of one forward pass.",
+            registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.decode = Histogram(
-            "simsearch_embedder_decode_seconds", "Decode + preprocess time of one image.",
-            registry=registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            "simsearch_embedder_decode_seconds",
+            "Decode + preprocess time of one image.",
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
         )
         self.queue_depth = Gauge(
             "simsearch_embedder_queue_depth", "Images waiting for the model.", registry=registry
@@ -177,8 +185,15 @@ class EmbedderService:
         ok, errors = [], []
         for index, (key, outcome) in enumerate(zip(keys, outcomes, strict=True)):
             if isinstance(outcome, SimsearchError):
-                errors.append(ItemError(index=index, key=key, status=outcome.status_code,
-                                        error=outcome.code, detail=outcome.reason))
+                errors.append(
+                    ItemError(
+                        index=index,
+                        key=key,
+                        status=outcome.status_code,
+                        error=outcome.code,
+                        detail=outcome.reason,
+                    )
+                )
                 ok.append(False)
             elif isinstance(outcome, BaseException):
                 raise outcome
