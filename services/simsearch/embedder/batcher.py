@@ -1,11 +1,13 @@
 """Micro-batching: coalesce concurrent requests into one forward pass.
 
-A request puts its (already decoded) item on a bounded queue and awaits a future. One
-collector task takes the first waiting item, then keeps taking until it has `max_batch`
-items or `max_wait_s` has passed since the first, and hands the batch to a single
-worker thread. While that thread runs the model, new requests keep decoding and
-queueing, so the next batch is usually full by the time the model is free again:
-batching adapts to load without a long fixed wait.
+A request announces itself (`expect`) when it starts decoding, puts its decoded item on
+a bounded queue and awaits a future. One collector task takes the first waiting item,
+then keeps taking while more are queued, and waits (at most `max_wait_s` after the
+first) only while announced items are still decoding; then it hands the batch, at most
+`max_batch` items, to a single worker thread. So a lone request runs at once, and a
+burst of concurrent requests shares one forward pass instead of being split by a timer.
+While the model runs, new requests keep decoding and queueing, so under load the next
+batch is ready when the model is free.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -59,6 +61,8 @@ class MicroBatcher(Generic[T, R]):
         self._observe = observe
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._task: asyncio.Task[None] | None = None
+        self._incoming = 0
+        self._arrived: asyncio.Event | None = None
 
     async def start(self) -> None:
         """Start the collector task on the running loop."""
@@ -81,8 +85,19 @@ class MicroBatcher(Generic[T, R]):
         """Items waiting for a batch (for metrics and load shedding)."""
         return self._queue.qsize()
 
-    async def submit(self, item: T) -> R:
-        """Queue one item and wait for its result; 503 when the queue is full."""
+    @contextlib.contextmanager
+    def expect(self) -> Iterator[None]:
+        """Mark an item as on its way (decoding) so the collector waits for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            if self._arrived is not None:
+                self._arrived.set()
+
+    def enqueue(self, item: T) -> asyncio.Future[R]:
+        """Queue one item now and return the future of its result; 503 when full."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         try:
             self._queue.put_nowait(_Pending(item, future))
@@ -90,7 +105,11 @@ class MicroBatcher(Generic[T, R]):
             raise Overloaded(
                 f"{self._queue.maxsize} images already wait for the model; retry later"
             ) from None
-        return await future
+        return future
+
+    async def submit(self, item: T) -> R:
+        """Queue one item and wait for its result."""
+        return await self.enqueue(item)
 
     async def submit_many(self, items: Sequence[T]) -> list[R]:
         """Queue several items; they may land in different batches."""
@@ -104,6 +123,7 @@ class MicroBatcher(Generic[T, R]):
     async def _collect(self) -> list[_Pending[T, R]]:
         batch = [await self._queue.get()]
         deadline = time.perf_counter() + self.max_wait_s
+        self._arrived = asyncio.Event()
         while len(batch) < self.max_batch:
             try:
                 batch.append(self._queue.get_nowait())
@@ -111,12 +131,11 @@ class MicroBatcher(Generic[T, R]):
             except asyncio.QueueEmpty:
                 pass
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or self._incoming == 0:
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
         return [p for p in batch if not p.future.done()]  # drop cancelled requests
 
     async def _execute(self, batch: list[_Pending[T, R]]) -> None:

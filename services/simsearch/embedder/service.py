@@ -88,9 +88,10 @@ class EmbedderService:
         self.engine = engine
         self.metrics = metrics
         self.limits = DecodeLimits(settings.max_image_bytes, settings.max_image_pixels)
+        self.max_batch = settings.batch_for(engine.placement.device.type)
         self.batcher: MicroBatcher[np.ndarray, np.ndarray] = MicroBatcher(
             self._embed_batch,
-            settings.max_batch,
+            self.max_batch,
             settings.max_wait_ms / 1000,
             settings.queue_limit,
             metrics.observe_batch,
@@ -104,7 +105,7 @@ class EmbedderService:
         """Start batching, then warm the model up in the background (ready afterwards)."""
         await self.batcher.start()
         if self.settings.warmup:
-            sizes = sorted({1, self.settings.max_batch})
+            sizes = sorted({1, self.max_batch})
             await asyncio.get_running_loop().run_in_executor(None, self.engine.warm_up, sizes)
         self.ready = True
 
@@ -133,8 +134,12 @@ class EmbedderService:
     async def embed_one(self, data: bytes) -> np.ndarray:
         """Decode, preprocess and embed one image; errors are the caller's 4xx."""
         loop = asyncio.get_running_loop()
-        array = await loop.run_in_executor(self._decode_pool, run_in_context(self._prepare), data)
-        return await self.batcher.submit(array)
+        with self.batcher.expect():
+            array = await loop.run_in_executor(
+                self._decode_pool, run_in_context(self._prepare), data
+            )
+            future = self.batcher.enqueue(array)
+        return await future
 
     async def embed_many(self, blobs: Sequence[bytes]) -> np.ndarray:
         """All-or-nothing: the first bad image fails the request, naming its position."""
@@ -177,8 +182,10 @@ class EmbedderService:
         fetch = run_in_context(self._fetch_and_prepare)
 
         async def one(ref: str) -> np.ndarray:
-            array = await loop.run_in_executor(self._fetch_pool, fetch, ref)
-            return await self.batcher.submit(array)
+            with self.batcher.expect():
+                array = await loop.run_in_executor(self._fetch_pool, fetch, ref)
+                future = self.batcher.enqueue(array)
+            return await future
 
         outcomes = await asyncio.gather(*(one(k) for k in keys), return_exceptions=True)
         vectors = np.zeros((len(keys), self.engine.dim), dtype=np.float32)
