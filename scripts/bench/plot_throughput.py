@@ -14,7 +14,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -28,15 +28,22 @@ def plot_cpu(ax: Any, cpu: dict[str, Any]) -> None:
     labels = [f"b{r['batch']}#{i % 5 + 1}" for i, r in enumerate(runs)]
     xs = range(len(runs))
     ax.bar([x - 0.2 for x in xs], [r["raw_images_per_s"] for r in runs], 0.4, label="raw model")
-    ax.bar([x + 0.2 for x in xs], [r["images_per_s"] for r in runs], 0.4,
-           label=f"HTTP, {cpu['clients']} clients")
+    ax.bar(
+        [x + 0.2 for x in xs],
+        [r["images_per_s"] for r in runs],
+        0.4,
+        label=f"HTTP, {cpu['clients']} clients",
+    )
     for x, r in zip(xs, runs, strict=True):
         ax.text(x + 0.2, r["images_per_s"] + 0.5, f"{r['ratio']:.2f}", ha="center", fontsize=8)
     ax.set_xticks(list(xs), labels, rotation=45, fontsize=8)
     ax.set_ylabel("images/s")
     medians = ", ".join(f"batch {b}: {m:.2f}" for b, m in cpu["median_ratio"].items())
-    ax.set_title(f"CPU ({cpu['cores']} cores, {cpu['threads']} torch threads), EfficientNet-Lite0\n"
-                 f"HTTP/raw median {medians}", fontsize=10)
+    ax.set_title(
+        f"CPU ({cpu['cores']} cores, {cpu['threads']} torch threads), EfficientNet-Lite0\n"
+        f"HTTP/raw median {medians}",
+        fontsize=10,
+    )
     ax.legend(fontsize=8)
 
 
@@ -45,12 +52,24 @@ def plot_gpu(ax: Any, gpus: list[dict[str, Any]]) -> None:
     for gpu in gpus:
         batches = [r["batch"] for r in gpu["runs"]]
         name = gpu["model"]
-        ax.plot(batches, [r["model_images_per_s"] for r in gpu["runs"]], "o-",
-                label=f"{name}: model only")
-        ax.plot(batches, [r["pipeline_processes_images_per_s"] for r in gpu["runs"]], "s--",
-                label=f"{name}: + decode (processes)")
-        ax.plot(batches, [r["pipeline_threads_images_per_s"] for r in gpu["runs"]], "^:",
-                label=f"{name}: + decode (threads)")
+        ax.plot(
+            batches,
+            [r["model_images_per_s"] for r in gpu["runs"]],
+            "o-",
+            label=f"{name}: model only",
+        )
+        ax.plot(
+            batches,
+            [r["pipeline_processes_images_per_s"] for r in gpu["runs"]],
+            "s--",
+            label=f"{name}: + decode (processes)",
+        )
+        ax.plot(
+            batches,
+            [r["pipeline_threads_images_per_s"] for r in gpu["runs"]],
+            "^:",
+            label=f"{name}: + decode (threads)",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xticks([64, 128, 256], ["64", "128", "256"])
     ax.set_xlabel("batch size")

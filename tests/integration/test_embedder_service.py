@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from simsearch.common.wire import decode_vectors
-from support import bad_images
-from support.procs import Service, start_service
+from tests.support import bad_images
+from tests.support.procs import Service, start_service
 
 pytestmark = pytest.mark.integration
 

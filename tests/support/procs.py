@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from support.s3server import free_port
+from tests.support.s3server import free_port, stop_process
 
 
 @dataclass
@@ -71,9 +71,4 @@ def start_service(
         wait_ready(service, ready_path, timeout_s)
         yield service
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)

@@ -44,7 +44,8 @@ def _answers(url: str) -> bool:
     return True
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate politely, then kill: a test must never leave a server behind."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -95,7 +96,7 @@ def moto_server(host: str = "127.0.0.1", timeout_s: float = STARTUP_TIMEOUT_S) -
                 yield url
                 return
             finally:
-                _stop(proc)
+                stop_process(proc)
         raise RuntimeError(
             f"moto server exited during start-up {_START_TRIES} times:\n{_tail(log)}"
         )

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from simsearch.common.errors import InvalidParameter, SimsearchError
 from simsearch.common.imaging import DecodeLimits, decode_image
-from simsearch.common.storage import ObjectStore, S3Options, is_uri, open_store, split_object_uri
+from simsearch.common.storage import ObjectStore, is_uri, open_store, split_object_uri
 from simsearch.common.telemetry import run_in_context
 from simsearch.common.wire import ItemError
 from simsearch.embedder.batcher import MicroBatcher
@@ -166,11 +166,8 @@ class EmbedderService:
                 f"{ref!r} is a bare key but the embedder has no SIMSEARCH_STORE; send a full URI"
             )
         if root not in self._stores:
-            self._stores[root] = open_store(root, self._s3_options())
+            self._stores[root] = open_store(root, self.settings.s3_options())
         return self._stores[root], key
-
-    def _s3_options(self) -> S3Options:
-        return self.settings.s3_options()
 
     def _fetch_and_prepare(self, ref: str) -> np.ndarray:
         store, key = self._store_for(ref)
