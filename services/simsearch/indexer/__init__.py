@@ -1,0 +1,1 @@
+"""The indexer: scan images → embed → train one template → write partitions → publish."""

@@ -1,0 +1,1 @@
+"""A shard: loads its partitions (download, verify, mmap) and searches them."""

@@ -1,0 +1,99 @@
+"""Searching a shard's partitions: coarse quantisation once, then only the lists asked for.
+
+All partitions of a version share the template's coarse quantizer (one copy in memory,
+from `trained.faiss`). A query is assigned to its `nprobe` nearest lists once per shard;
+each requested partition scans those lists (`search_preassigned`) and the per-partition
+results are merged with FAISS's ResultHeap. The best `k·refine` candidates are then
+re-scored exactly from the memory-mapped `features.h5` of their partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from simsearch.common.errors import InvalidParameter
+from simsearch.common.features import FeatureFile, open_features
+from simsearch.common.topk import Candidates
+
+MMAP_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+
+
+@dataclass
+class Partition:
+    """One loaded partition: its inverted lists (memory-mapped) and its exact vectors."""
+
+    number: int
+    index: faiss.Index
+    features: FeatureFile
+
+
+def load_quantizer(trained_path: Path) -> faiss.Index:
+    """The shared coarse quantizer of a version's template."""
+    template = faiss.read_index(str(trained_path))
+    ivf = faiss.extract_index_ivf(template)
+    quantizer: faiss.Index = ivf.quantizer
+    ivf.own_fields = False  # keep the quantizer alive after the template is gone
+    handle: Any = quantizer  # SWIG's `this` is not in faiss' stubs
+    handle.this.own(True)
+    return quantizer
+
+
+def load_partition(
+    number: int, index_path: Path, features_path: Path, quantizer: faiss.Index
+) -> Partition:
+    """Memory-map a partition's index and features and attach the shared quantizer."""
+    index = faiss.read_index(str(index_path), MMAP_FLAGS)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.quantizer = quantizer
+    ivf.own_fields = False
+    return Partition(number, index, open_features(features_path))
+
+
+class Searcher:
+    """The partitions of one index version that this shard holds."""
+
+    def __init__(self, quantizer: faiss.Index, partitions: dict[int, Partition], total: int):
+        self.quantizer = quantizer
+        self.partitions = partitions
+        self.total = total  # P: an id lives in partition id mod P
+
+    def search(
+        self, queries: np.ndarray, k: int, wanted: Sequence[int], nprobe: int, refine: int
+    ) -> Candidates:
+        """Top `k·refine` candidates over `wanted` partitions, with approx and exact scores."""
+        missing = [p for p in wanted if p not in self.partitions]
+        if missing:
+            raise InvalidParameter(f"partitions {missing[:8]} are not loaded on this shard")
+        nq = len(queries)
+        kc = k * max(1, refine)
+        if not wanted:
+            return Candidates.empty(nq)
+        xq = np.ascontiguousarray(queries, dtype=np.float32)
+        nprobe = min(nprobe, self.quantizer.ntotal)
+        coarse_d, coarse_i = self.quantizer.search(xq, nprobe)
+        heap = faiss.ResultHeap(nq, kc, keep_max=True)
+        for number in wanted:
+            index: Any = self.partitions[number].index  # stubs lack search_preassigned
+            faiss.extract_index_ivf(index).nprobe = nprobe
+            dist, ids = index.search_preassigned(xq, kc, coarse_i, coarse_d)
+            heap.add_result(dist, ids)
+        heap.finalize()
+        return Candidates(heap.I.copy(), heap.D.astype(np.float32), self._exact(xq, heap.I))
+
+    def _exact(self, xq: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact inner products of each candidate, read from its partition's features."""
+        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+        owner = np.where(ids >= 0, ids % self.total, -1)
+        for number in np.unique(owner[owner >= 0]):
+            mask = owner == number
+            part_scores = self.partitions[int(number)].features.exact_scores(
+                xq, np.where(mask, ids, -1)
+            )
+            scores[mask] = part_scores[mask]
+        return scores
