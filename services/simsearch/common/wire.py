@@ -95,3 +95,93 @@ class EmbedderInfo(BaseModel):
     max_image_bytes: int
     max_image_pixels: int
     version: str
+
+
+# --- router ↔ shard -------------------------------------------------------------------
+
+
+def encode_array(values: np.ndarray, dtype: str) -> str:
+    """Any numeric array as base64 of little-endian `dtype` (e.g. "<i8", "<f4")."""
+    return base64.b64encode(np.ascontiguousarray(values, dtype=np.dtype(dtype)).tobytes()).decode()
+
+
+def decode_array(payload: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `encode_array`; refuses payloads of the wrong size."""
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise InvalidVector(f"payload is not valid base64: {err}") from err
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(raw) != expected:
+        raise InvalidVector(f"payload holds {len(raw)} bytes, expected {expected} for {shape}")
+    return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape)
+
+
+class ShardSearchRequest(BaseModel):
+    """One query batch for one shard: which version and exactly which partitions to scan.
+
+    The router names the partitions so that, while shards rebalance, no partition is
+    answered twice and none is forgotten.
+    """
+
+    version: str
+    partitions: list[int]
+    k: int = Field(ge=1, le=1000)
+    nprobe: int | None = Field(None, ge=1, le=65536)
+    refine: int | None = Field(None, ge=1, le=100)
+    dim: int = Field(ge=1)
+    nq: int = Field(ge=1, le=1024)
+    vectors_b64: str  # nq×dim little-endian float32
+
+
+class ShardCandidates(BaseModel):
+    """Each query's best k·refine candidates on this shard, best approximate score first.
+
+    `ids_b64` (<i8), `approx_b64` and `exact_b64` (<f4) are nq×width arrays; id -1 marks an
+    empty slot. `paths[q][j]` is the stored path of candidate j of query q ("" if empty).
+    """
+
+    version: str
+    nq: int
+    width: int
+    ids_b64: str
+    approx_b64: str
+    exact_b64: str
+    paths: list[list[str]]
+    took_ms: float
+
+
+class ShardVersionInfo(BaseModel):
+    """What a shard holds of one index version."""
+
+    version: str
+    partitions: int  # P of that version
+    ready: list[int]
+    loading: list[int] = Field(default_factory=list)
+    dim: int
+    nprobe: int
+    refine: int
+    vectors: int  # vectors in the ready partitions
+    model: str
+
+
+class ShardInfo(BaseModel):
+    """`GET /info` of a shard: the router plans every query from these."""
+
+    ordinal: int
+    replicas: int
+    index: str
+    ready: bool
+    versions: list[ShardVersionInfo]
+    rss_bytes: int
+    version: str  # simsearch version
+
+
+class ShardItem(BaseModel):
+    """`GET /items/{id}` of a shard: one indexed image's path and exact vector."""
+
+    id: int
+    version: str
+    partition: int
+    path: str
+    vector_b64: str  # dim little-endian float32

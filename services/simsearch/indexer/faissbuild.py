@@ -12,7 +12,6 @@ is 21 MB; 64 copies would be 1.3 GB): the shard reattaches the one from `trained
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +19,11 @@ import faiss
 import numpy as np
 
 from simsearch.common.errors import InvalidParameter
+from simsearch.common.layout import IndexParams
 
 EXACT_BELOW = 50_000  # under this many vectors an exact scan is fast enough and perfect
 MIN_POINTS_PER_CENTROID = 39  # FAISS k-means warns below this: centroids would be noise
 PQ_TRAIN_POINTS = 256 * MIN_POINTS_PER_CENTROID  # 8-bit codebooks have 256 centroids
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The chosen index parameters, with the reason, recorded in the manifest."""
-
-    factory: str
-    nlist: int
-    pq_m: int | None
-    nbits: int | None
-    nprobe: int
-    refine: int
-    train_size: int
-    reason: str
 
 
 def choose_pq_m(dim: int) -> int:
@@ -47,20 +33,20 @@ def choose_pq_m(dim: int) -> int:
     return min(divisors, key=lambda m: (abs(m - target), m))
 
 
-def choose_plan(n: int, dim: int, nlist: int | None = None, pq_m: int | None = None) -> Plan:
-    """Parameters from the data size: exact for small sets, IVF-PQ + exact re-ranking above."""
+def choose_plan(
+    n: int, dim: int, nlist: int | None = None, pq_m: int | None = None
+) -> IndexParams:
+    """Parameters from the data size: exact for small sets, IVF-PQ + exact re-ranking above.
+
+    Exact is "IVF1,Flat": one inverted list of uncompressed vectors, i.e. a brute-force
+    scan, but through the same IVF code path as the large indexes.
+    """
     if n < 1 or dim < 1:
         raise InvalidParameter(f"cannot index n={n} vectors of dim={dim}")
     if nlist is None and pq_m is None and n < EXACT_BELOW:
-        return Plan(
-            "IVF1,Flat",
-            1,
-            None,
-            None,
-            1,
-            1,
-            min(n, 1000),
-            f"n={n} < {EXACT_BELOW}: exact scan (one list, flat codes)",
+        return IndexParams(
+            factory="IVF1,Flat", nlist=1, nprobe=1, refine=1, train_size=min(n, 1000),
+            reason=f"n={n} < {EXACT_BELOW}: exact scan (one list, flat codes)",
         )
     if nlist is None:
         nlist = 2 ** round(math.log2(4 * math.sqrt(n)))
@@ -70,23 +56,18 @@ def choose_plan(n: int, dim: int, nlist: int | None = None, pq_m: int | None = N
         raise InvalidParameter(f"PQ m={m} must divide the dimension {dim}")
     train = min(n, max(nlist * 64, PQ_TRAIN_POINTS * 2))
     nprobe = max(1, min(nlist, nlist // 64 * 2 or 1))
-    return Plan(
-        f"IVF{nlist},PQ{m}",
-        nlist,
-        m,
-        8,
-        nprobe,
-        10,
-        train,
-        f"n={n}: IVF with ~4·sqrt(n) lists, PQ{m}x8 codes, re-rank 10·k candidates exactly",
+    return IndexParams(
+        factory=f"IVF{nlist},PQ{m}", nlist=nlist, pq_m=m, nbits=8, nprobe=nprobe, refine=10,
+        train_size=train,
+        reason=f"n={n}: IVF with ~4·sqrt(n) lists, PQ{m}x8 codes, re-rank 10·k exactly",
     )
 
 
-def train_template(sample: np.ndarray, plan: Plan) -> faiss.Index:
+def train_template(sample: np.ndarray, plan: IndexParams) -> faiss.Index:
     """Train the coarse quantizer and codebooks on a sample; the result holds no vectors."""
     vectors = np.ascontiguousarray(sample, dtype=np.float32)
     template = faiss.index_factory(vectors.shape[1], plan.factory, faiss.METRIC_INNER_PRODUCT)
-    if len(vectors) < plan.nlist:
+    if len(vectors) < (plan.nlist or 1):
         raise InvalidParameter(f"{len(vectors)} training vectors for {plan.nlist} lists")
     template.train(vectors)
     return template
