@@ -33,9 +33,7 @@ def choose_pq_m(dim: int) -> int:
     return min(divisors, key=lambda m: (abs(m - target), m))
 
 
-def choose_plan(
-    n: int, dim: int, nlist: int | None = None, pq_m: int | None = None
-) -> IndexParams:
+def choose_plan(n: int, dim: int, nlist: int | None = None, pq_m: int | None = None) -> IndexParams:
     """Parameters from the data size: exact for small sets, IVF-PQ + exact re-ranking above.
 
     Exact is "IVF1,Flat": one inverted list of uncompressed vectors, i.e. a brute-force
@@ -45,7 +43,11 @@ def choose_plan(
         raise InvalidParameter(f"cannot index n={n} vectors of dim={dim}")
     if nlist is None and pq_m is None and n < EXACT_BELOW:
         return IndexParams(
-            factory="IVF1,Flat", nlist=1, nprobe=1, refine=1, train_size=min(n, 1000),
+            factory="IVF1,Flat",
+            nlist=1,
+            nprobe=1,
+            refine=1,
+            train_size=min(n, 1000),
             reason=f"n={n} < {EXACT_BELOW}: exact scan (one list, flat codes)",
         )
     if nlist is None:
@@ -57,7 +59,12 @@ def choose_plan(
     train = min(n, max(nlist * 64, PQ_TRAIN_POINTS * 2))
     nprobe = max(1, min(nlist, nlist // 64 * 2 or 1))
     return IndexParams(
-        factory=f"IVF{nlist},PQ{m}", nlist=nlist, pq_m=m, nbits=8, nprobe=nprobe, refine=10,
+        factory=f"IVF{nlist},PQ{m}",
+        nlist=nlist,
+        pq_m=m,
+        nbits=8,
+        nprobe=nprobe,
+        refine=10,
         train_size=train,
         reason=f"n={n}: IVF with ~4·sqrt(n) lists, PQ{m}x8 codes, re-rank 10·k exactly",
     )

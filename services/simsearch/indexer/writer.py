@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
+import h5py
 import numpy as np
 
 from simsearch.common.errors import InvalidParameter
@@ -25,12 +26,14 @@ from simsearch.common.layout import (
     FEATURES_FILE,
     INDEX_FILE,
     TRAINED_FILE,
+    FileRef,
     IndexLayout,
     IndexParams,
     Manifest,
     ModelInfo,
     PartitionInfo,
     new_version_id,
+    verify_file,
 )
 from simsearch.indexer.faissbuild import (
     choose_plan,
@@ -75,8 +78,14 @@ def write_index(
     source: str | None = None,
     progress: Progress | None = None,
     workdir: Path | None = None,
+    base: Manifest | None = None,
+    retrain: bool = False,
 ) -> Manifest:
-    """Build every partition from one template and publish a new version."""
+    """Build every partition from one template and publish a new version.
+
+    With `base` (incremental build) the base's template is reused unless `retrain`, and a
+    partition whose ids did not change is referenced from the base instead of rewritten.
+    """
     n, dim = vectors.shape
     if len(ids) != n or len(paths) != n:
         raise InvalidParameter(f"{n} vectors but {len(ids)} ids and {len(paths)} paths")
@@ -84,27 +93,29 @@ def write_index(
         raise InvalidParameter("ids are not unique (two keys with the same id?)")
     if dim != model.dim:
         raise InvalidParameter(f"vectors have dim {dim}, the model says {model.dim}")
+    reuse = base is not None and not retrain and base.partitions == partitions
     x = normalise(vectors)
-    params = params or choose_plan(n, dim)
-    version = new_version_id()
-    started = time.perf_counter()
-    template = train_template(x[sample_rows(n, max(params.train_size, params.nlist or 1))], params)
-    log.info(
-        "trained %s on %d vectors in %.1fs",
-        params.factory,
-        params.train_size,
-        time.perf_counter() - started,
-    )
+    version = _next_version(base)
+    owner = partition_of_many(np.asarray(ids, dtype=np.int64), partitions)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="simsearch-build-") as tmp:
         folder = Path(tmp)
-        faiss.write_index(template, str(folder / TRAINED_FILE))
-        trained = layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE)
-        owner = partition_of_many(np.asarray(ids, dtype=np.int64), partitions)
+        if reuse and base is not None:
+            template, trained, params = _base_template(layout, base, folder)
+        else:
+            params = params or choose_plan(n, dim)
+            template = _train(x, params)
+            faiss.write_index(template, str(folder / TRAINED_FILE))
+            trained = layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE)
         infos = []
         for p in range(partitions):
             rows = np.flatnonzero(owner == p)
+            same = reuse and base is not None and _unchanged(base, p, ids[rows], folder, layout)
             infos.append(
-                _write_partition(layout, version, folder, template, p, rows, ids, x, paths, dtype)
+                base.partition_files[p]  # type: ignore[union-attr]
+                if same
+                else _write_partition(
+                    layout, version, folder, template, p, rows, ids, x, paths, dtype
+                )
             )
             if progress is not None:
                 progress(1)
@@ -120,10 +131,56 @@ def write_index(
         trained=trained,
         partition_files=infos,
         source=source,
+        parent=base.version if base is not None else None,
     )
     layout.publish(manifest)
     log.info("published %s: %d vectors in %d partitions", version, n, partitions)
     return manifest
+
+
+def _next_version(base: Manifest | None) -> str:
+    """A new version id that sorts after the base's (ids made in the same second may not)."""
+    version = new_version_id()
+    while base is not None and version <= base.version:
+        time.sleep(0.01)
+        version = new_version_id()
+    return version
+
+
+def _train(x: np.ndarray, params: IndexParams) -> faiss.Index:
+    started = time.perf_counter()
+    sample = x[sample_rows(len(x), max(params.train_size, params.nlist or 1))]
+    template = train_template(sample, params)
+    log.info(
+        "trained %s on %d vectors in %.1fs",
+        params.factory,
+        len(sample),
+        time.perf_counter() - started,
+    )
+    return template
+
+
+def _base_template(
+    layout: IndexLayout, base: Manifest, folder: Path
+) -> tuple[faiss.Index, FileRef, IndexParams]:
+    """The base version's trained template, reused as is (no retraining, no re-upload)."""
+    path = folder / TRAINED_FILE
+    layout.store.download_file(layout.resolve(base.trained), path)
+    verify_file(path, base.trained)
+    return faiss.read_index(str(path)), base.trained, base.params
+
+
+def _unchanged(base: Manifest, p: int, ids: np.ndarray, folder: Path, layout: IndexLayout) -> bool:
+    """Whether partition p holds exactly the same ids as in the base version."""
+    info = base.partition_files[p]
+    if info.count != len(ids):
+        return False
+    path = folder / f"base-{p}-{FEATURES_FILE}"
+    if not path.exists():
+        layout.store.download_file(layout.resolve(info.features), path)
+    with h5py.File(path, "r") as h5:
+        old = np.asarray(h5["ids"][:], dtype=np.int64)
+    return bool(np.array_equal(np.sort(old), np.sort(ids)))
 
 
 def _write_partition(

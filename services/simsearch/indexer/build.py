@@ -1,0 +1,189 @@
+"""`simsearch index build`: scan → embed (resumable) → write partitions → publish.
+
+Stages and what each one guarantees:
+1. scan: the image keys under the images URI.
+2. base: with a published index (and not `--full`), its vectors are reused, so only new
+   keys are embedded and keys that disappeared from the bucket disappear from the index.
+3. embed: in chunks, each chunk journaled on local disk as it finishes; a build that dies
+   and is started again embeds only what is not in the journal. A progress bar shows rate
+   and ETA.
+4. write + publish (`writer.write_index`): one template (the base's unless `--retrain`),
+   every partition a copy of it; `CURRENT` flips last.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from simsearch.common.errors import ConfigError, InvalidParameter, NotFound
+from simsearch.common.features import open_features
+from simsearch.common.ids import key_ids
+from simsearch.common.layout import IndexLayout, Manifest
+from simsearch.common.storage import ObjectStore
+from simsearch.indexer.embedding import EmbedBackend
+from simsearch.indexer.journal import Journal
+from simsearch.indexer.scan import scan_images
+from simsearch.indexer.writer import write_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    """What a build did, printed at the end and returned to callers (tests, local mode)."""
+
+    version: str | None = None
+    scanned: int = 0
+    embedded: int = 0
+    reused: int = 0
+    resumed: int = 0
+    deleted: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    unchanged: bool = False
+
+
+@dataclass
+class BuildOptions:
+    """Knobs of one build (all have CLI flags)."""
+
+    partitions: int = 64
+    chunk: int = 256
+    full: bool = False
+    retrain: bool = False
+    workdir: Path | None = None
+    progress: bool = True
+
+
+def existing_vectors(
+    layout: IndexLayout, manifest: Manifest, folder: Path
+) -> dict[str, np.ndarray]:
+    """key → vector of every image in a published version (from its features.h5 files)."""
+    out: dict[str, np.ndarray] = {}
+    for info in manifest.partition_files:
+        if info.count == 0:
+            continue
+        path = folder / f"base-{info.partition}.h5"
+        layout.store.download_file(layout.resolve(info.features), path)
+        features = open_features(path)
+        keys = features.paths(np.arange(len(features.ids)))
+        vectors = np.asarray(features.vectors, dtype=np.float32)
+        out.update(zip(keys, vectors, strict=True))
+        path.unlink()
+    return out
+
+
+def _advance(bar: tqdm[Any], count: int) -> None:
+    bar.update(count)
+
+
+def _base(layout: IndexLayout, options: BuildOptions) -> Manifest | None:
+    if options.full:
+        return None
+    try:
+        return layout.load_manifest()
+    except NotFound:
+        return None
+
+
+def _embed(
+    backend: EmbedBackend,
+    keys: list[str],
+    journal: Journal,
+    options: BuildOptions,
+    report: BuildReport,
+) -> None:
+    """Embed `keys` chunk by chunk, journaling each chunk, with a progress bar."""
+    bar = tqdm(
+        total=len(keys),
+        unit="img",
+        desc="embedding",
+        disable=not options.progress,
+        file=sys.stderr,
+        smoothing=0.1,
+    )
+    for start in range(0, len(keys), options.chunk):
+        chunk = keys[start : start + options.chunk]
+        ok, vectors, failed = backend.embed(chunk)
+        journal.append(ok, vectors, failed)
+        report.embedded += len(ok)
+        report.failed.update(failed)
+        bar.update(len(chunk))
+    bar.close()
+
+
+def build(
+    images: ObjectStore,
+    layout: IndexLayout,
+    backend: EmbedBackend,
+    options: BuildOptions | None = None,
+) -> BuildReport:
+    """Run a (possibly incremental, possibly resumed) build and publish it."""
+    options = options or BuildOptions()
+    started = time.perf_counter()
+    report = BuildReport()
+    scanned = [info.key for info in scan_images(images)]
+    report.scanned = len(scanned)
+    if not scanned:
+        raise InvalidParameter(f"no images under {images.uri}")
+    base = _base(layout, options)
+    if base is not None and base.model.name != backend.model.name:
+        raise ConfigError(
+            f"the index was built with {base.model.name}, the embedder runs "
+            f"{backend.model.name}: rebuild everything with --full"
+        )
+    workdir = options.workdir or Path(tempfile.gettempdir()) / "simsearch-build" / layout.name
+    journal = Journal(workdir / "journal")
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        known = existing_vectors(layout, base, Path(tmp)) if base is not None else {}
+    done = journal.load()
+    wanted = set(scanned)
+    report.reused = len(wanted & known.keys())
+    report.deleted = len(known.keys() - wanted)
+    report.resumed = len((wanted - known.keys()) & done.keys())
+    todo = [k for k in scanned if k not in known and k not in done and k not in journal.failed()]
+    _embed(backend, todo, journal, options, report)  # refused images are retried every build
+    if base is not None and not (
+        report.embedded or report.resumed or report.deleted or options.retrain
+    ):
+        journal.clear()
+        report.unchanged, report.version = True, base.version
+        return report
+    done = journal.load()
+    report.failed.update(journal.failed())
+    keys = [k for k in scanned if k in known or k in done]
+    vectors = np.stack([known[k] if k in known else done[k] for k in keys])
+    bar: tqdm[Any] = tqdm(
+        total=options.partitions,
+        unit="part",
+        desc="writing",
+        file=sys.stderr,
+        disable=not options.progress,
+    )
+    manifest = write_index(
+        layout,
+        key_ids(keys),
+        vectors,
+        keys,
+        backend.model,
+        partitions=options.partitions,
+        source=images.uri,
+        progress=lambda count: _advance(bar, count),
+        workdir=workdir,
+        base=base,
+        retrain=options.retrain,
+    )
+    bar.close()
+    journal.clear()
+    report.version = manifest.version
+    report.seconds = time.perf_counter() - started
+    return report

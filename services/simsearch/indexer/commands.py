@@ -1,0 +1,95 @@
+"""The `simsearch index …` commands: argument handling around build, import-h5 and gc."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from simsearch.common.layout import IndexLayout
+from simsearch.common.settings import ServiceSettings, load_settings
+from simsearch.common.storage import open_store
+from simsearch.indexer.build import BuildOptions, build
+from simsearch.indexer.embedding import EmbedBackend, LocalBackend, RemoteBackend
+from simsearch.indexer.import_h5 import OLD_SERVICE_MODEL, import_h5
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`simsearch index build|import-h5|gc`."""
+    index = sub.add_parser("index", help="build and manage indexes in object storage")
+    verbs = index.add_subparsers(dest="verb", required=True)
+    b = verbs.add_parser("build", help="embed images and publish a new index version")
+    b.add_argument("--images", required=True, help="s3://bucket/prefix or file:///dir or a path")
+    b.add_argument("--store", required=True, help="where the index lives (URI or path)")
+    b.add_argument("--index", default="default")
+    b.add_argument("--partitions", type=int, default=64)
+    b.add_argument("--embedder", help="embedder URL; default: embed in this process")
+    b.add_argument("--model", default="efficientnet-lite0", help="in-process model")
+    b.add_argument("--weights", help="in-process model weights (file/URI/'random')")
+    b.add_argument("--full", action="store_true", help="ignore the current version")
+    b.add_argument("--retrain", action="store_true", help="train a new template")
+    b.add_argument("--workdir", type=Path, help="local folder for the resume journal")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=run_build)
+    imp = verbs.add_parser("import-h5", help="publish an old service's features.h5")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--store", required=True)
+    imp.add_argument("--index", default="default")
+    imp.add_argument("--partitions", type=int, default=64)
+    imp.add_argument("--model", default=OLD_SERVICE_MODEL, help="what made the vectors")
+    imp.set_defaults(func=run_import_h5)
+    gc = verbs.add_parser("gc", help="delete old versions, keeping the newest K")
+    gc.add_argument("--store", required=True)
+    gc.add_argument("--index", default="default")
+    gc.add_argument("--keep", type=int, required=True)
+    gc.set_defaults(func=run_gc)
+
+
+def _layout(store: str, index: str) -> IndexLayout:
+    s3 = load_settings(ServiceSettings).s3_options()
+    return IndexLayout(open_store(store, s3), index)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Build (incrementally unless --full) and print the report as JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    s3 = load_settings(ServiceSettings).s3_options()
+    images = open_store(args.images, s3)
+    backend: EmbedBackend = (
+        RemoteBackend(args.embedder, images)
+        if args.embedder
+        else LocalBackend(images, args.model, args.weights)
+    )
+    options = BuildOptions(
+        partitions=args.partitions,
+        full=args.full,
+        retrain=args.retrain,
+        workdir=args.workdir,
+        progress=not args.no_progress,
+    )
+    report = build(images, _layout(args.store, args.index), backend, options)
+    print(json.dumps(asdict(report), indent=2, default=str))
+    return 0
+
+
+def run_import_h5(args: argparse.Namespace) -> int:
+    manifest = import_h5(args.file, _layout(args.store, args.index), args.model, args.partitions)
+    print(
+        json.dumps(
+            {
+                "version": manifest.version,
+                "total": manifest.total,
+                "dim": manifest.model.dim,
+                "factory": manifest.params.factory,
+            }
+        )
+    )
+    return 0
+
+
+def run_gc(args: argparse.Namespace) -> int:
+    deleted = _layout(args.store, args.index).gc(args.keep)
+    print(json.dumps({"deleted": deleted}))
+    return 0
