@@ -1,10 +1,12 @@
 """The `simsearch` command: one entry point for every role.
 
-    simsearch serve embedder [--host H] [--port P]   (every flag also as SIMSEARCH_* env)
-    simsearch models                                  (the model registry)
+    simsearch serve router|shard|embedder [--host H] [--port P]   (flags also as SIMSEARCH_*)
+    simsearch index build|import-h5|gc …
+    simsearch up | scale N | status | down          (a local cluster of processes)
+    simsearch search IMAGE [--url ROUTER] [-k K]
+    simsearch models                                (the model registry)
 
-Roles that later issues add (router, shard, index, up/down) plug in here with the same
-pattern: parse flags → load typed settings (exit 2 with a clear message) → run.
+Every command parses flags → loads typed settings (exit 2 with a clear message) → runs.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     models = sub.add_parser("models", help="list the embedding models")
     models.set_defaults(func=_models)
+    from simsearch.indexer.commands import add_parsers as add_index_parsers
+    from simsearch.local.commands import add_parsers as add_local_parsers
+
+    add_index_parsers(sub)
+    add_local_parsers(sub)
     return parser
 
 
