@@ -8,12 +8,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.indexer.build import BuildOptions, build
 from simsearch.indexer.embedding import Chunk, LocalBackend
 from simsearch.indexer.import_h5 import import_h5
-
 from tests.support import bad_images
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
