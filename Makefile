@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.simsearch-installed
 
-.PHONY: setup test test-fast lint format bench bench-quality bench-throughput demo clean
+.PHONY: setup test test-fast lint format bench bench-quality bench-throughput demo down clean
 
 setup: $(STAMP)
 
@@ -43,11 +43,14 @@ bench-throughput: setup
 
 bench: bench-quality bench-throughput
 
-# Until `simsearch up` lands (router + shards), the demo serves the embedder alone.
+# The whole cluster as local processes on the bundled photos: embedder, index build,
+# 2 shards, router. Prints the URL; `make down` (or `.venv/bin/simsearch down`) stops it.
 demo: setup
-	@echo "embedder on http://127.0.0.1:8001 — try:"
-	@echo "  curl -F file=@samples/flowers/images/daisy/100080576_f52e8ee070_n.jpg http://127.0.0.1:8001/embed"
-	$(VENV)/bin/simsearch serve embedder --port 8001
+	$(VENV)/bin/simsearch up --shards 2
+	@echo "try: curl -F file=@samples/flowers/images/daisy/100080576_f52e8ee070_n.jpg http://127.0.0.1:8000/search/image"
+
+down: setup
+	$(VENV)/bin/simsearch down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -45,7 +45,49 @@ def _serve_embedder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_router(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from simsearch.common.settings import load_settings
+    from simsearch.common.telemetry import configure_logging
+    from simsearch.router.app import create_app
+    from simsearch.router.settings import RouterSettings
+
+    settings = load_settings(RouterSettings, host=args.host, port=args.port)
+    configure_logging("router", settings.log_level, settings.log_format)
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+    )
+    return 0
+
+
+def _serve_shard(args: argparse.Namespace) -> int:
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from simsearch.common.settings import load_settings
+    from simsearch.common.telemetry import configure_logging
+    from simsearch.shard.app import build_service, create_app
+    from simsearch.shard.metrics import ShardMetrics
+    from simsearch.shard.settings import ShardSettings
+
+    settings = load_settings(ShardSettings, host=args.host, port=args.port)
+    configure_logging("shard", settings.log_level, settings.log_format)
+    # fail before binding the port on a bad store URI, index name or topology file
+    service = build_service(settings, ShardMetrics(CollectorRegistry()))
+    app = create_app(settings, service)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+    )
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
+    if args.role == "shard":
+        return _serve_shard(args)
+    if args.role == "router":
+        return _serve_router(args)
     if args.role in PLANNED:
         print(f"simsearch: the {args.role} role is not built yet", file=sys.stderr)
         return 2

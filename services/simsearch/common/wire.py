@@ -158,6 +158,7 @@ class ShardVersionInfo(BaseModel):
     partitions: int  # P of that version
     ready: list[int]
     loading: list[int] = Field(default_factory=list)
+    failed: dict[int, str] = Field(default_factory=dict)  # partition -> why it is not served
     dim: int
     nprobe: int
     refine: int

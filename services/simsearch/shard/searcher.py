@@ -78,11 +78,11 @@ class Searcher:
         nprobe = min(nprobe, self.quantizer.ntotal)
         coarse_d, coarse_i = self.quantizer.search(xq, nprobe)
         heap = faiss.ResultHeap(nq, kc, keep_max=True)
+        coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
+        coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
         for number in wanted:
-            index: Any = self.partitions[number].index  # stubs lack search_preassigned
-            faiss.extract_index_ivf(index).nprobe = nprobe
-            dist, ids = index.search_preassigned(xq, kc, coarse_i, coarse_d)
-            heap.add_result(dist, ids)
+            ivf = faiss.extract_index_ivf(self.partitions[number].index)
+            heap.add_result(*_scan(ivf, xq, kc, coarse_i, coarse_d))
         heap.finalize()
         return Candidates(heap.I.copy(), heap.D.astype(np.float32), self._exact(xq, heap.I))
 
@@ -97,3 +97,33 @@ class Searcher:
             )
             scores[mask] = part_scores[mask]
         return scores
+
+
+def _scan(
+    ivf: faiss.IndexIVF, xq: np.ndarray, k: int, coarse_i: np.ndarray, coarse_d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`search_preassigned` with nprobe passed per call (the width of `coarse_i`).
+
+    Partitions are shared by concurrent searches, so nprobe must not be index state: one
+    request setting it while another scans would make FAISS read `coarse_i` with the wrong
+    width (out of bounds). FAISS's Python wrapper refuses per-call parameters for this
+    method, so the C++ entry point is called directly.
+    """
+    n, nprobe = coarse_i.shape
+    params = faiss.SearchParametersIVF()
+    params.nprobe = nprobe
+    dist = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    handle: Any = ivf  # SWIG's raw entry point is not in faiss' stubs
+    handle.search_preassigned_c(
+        n,
+        faiss.swig_ptr(xq),
+        k,
+        faiss.swig_ptr(coarse_i),
+        faiss.swig_ptr(coarse_d),
+        faiss.swig_ptr(dist),
+        faiss.swig_ptr(ids),
+        False,
+        params,
+    )
+    return dist, ids

@@ -1,0 +1,289 @@
+"""Sharded search vs one in-process FAISS index: congruence, recall, latency, QPS, memory.
+
+    python scripts/bench/search_bench.py --n 100000 --dim 1280 --shards 2 \
+        --out docs/bench/search_100k.json
+
+1. Makes `n` clustered unit vectors (seeded; structure like real embeddings) and builds a
+   real index with the project's writer (P partitions, parameters chosen from n).
+2. Baseline, in this process: ONE FAISS index with the same template and vectors, the
+   same nprobe, re-ranking k·refine candidates exactly (what the cluster must equal), with
+   `--threads` FAISS threads; recall@10 of both against exact brute force.
+3. The cluster: `--shards` shard processes + a router on loopback (`simsearch serve`);
+   `POST /search/vector`, k=10: p50/p99 at concurrency 1, QPS at concurrency 8; the
+   router's top-10 compared with the baseline's (ties tolerated like FAISS' own check).
+4. Memory of each shard after the queries: RSS, anonymous (private) and file-backed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+from faiss.contrib.evaluation import check_ref_knn_with_draws
+
+from simsearch.common.ids import key_ids
+from simsearch.common.layout import IndexLayout, ModelInfo
+from simsearch.common.storage import open_store
+from simsearch.indexer.faissbuild import fill_partition
+from simsearch.indexer.writer import write_index
+
+K = 10
+
+
+def clustered(n: int, dim: int, seed: int, centres: int = 1000) -> np.ndarray:
+    """Unit vectors around `centres` random centres, made in blocks to bound memory."""
+    rng = np.random.default_rng(seed)
+    middle = np.random.default_rng(12345).standard_normal((centres, dim)).astype(np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 50_000):
+        m = min(50_000, n - start)
+        x = middle[rng.integers(0, centres, m)]
+        x += 0.8 * rng.standard_normal((m, dim)).astype(np.float32)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def ground_truth(x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Exact top-K ids (row numbers) by inner product, in blocks."""
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    return index.search(q, K)[1]
+
+
+def baseline(
+    template: faiss.Index, ids: np.ndarray, x: np.ndarray, q: np.ndarray, nprobe: int, refine: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The monolithic reference and its single-query QPS."""
+    mono = fill_partition(template, ids, x)
+    faiss.extract_index_ivf(mono).nprobe = nprobe
+    row_of = np.argsort(ids)
+    sorted_ids = ids[row_of]
+
+    def one(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, cand = mono.search(query[None], K * refine)
+        rows = row_of[np.searchsorted(sorted_ids, np.where(cand[0] >= 0, cand[0], 0))]
+        exact = np.where(cand[0] >= 0, x[rows] @ query, -np.inf)
+        best = np.argsort(-exact, kind="stable")[:K]
+        return exact[best], cand[0][best]
+
+    one(q[0])
+    started = time.perf_counter()
+    results = [one(query) for query in q]
+    qps = len(q) / (time.perf_counter() - started)
+    return np.stack([r[0] for r in results]), np.stack([r[1] for r in results]), qps
+
+
+def spawn(role: str, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    full = {
+        **os.environ,
+        "SIMSEARCH_HOST": "127.0.0.1",
+        "SIMSEARCH_PORT": str(port),
+        "SIMSEARCH_LOG_LEVEL": "warning",
+        **env,
+    }
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "simsearch.cli", "serve", role],
+            env=full,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(port: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/health/ready")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"port {port} not ready")
+
+
+def query(conn: http.client.HTTPConnection, vector: np.ndarray) -> dict[str, Any]:
+    body = json.dumps({"vector": vector.tolist(), "k": K})
+    conn.request("POST", "/search/vector", body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    data: dict[str, Any] = json.loads(response.read())
+    if response.status != 200:
+        raise RuntimeError(data)
+    return data
+
+
+def latency(port: int, q: np.ndarray) -> tuple[list[float], list[dict[str, Any]]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    query(conn, q[0])
+    times, answers = [], []
+    for vector in q:
+        started = time.perf_counter()
+        answers.append(query(conn, vector))
+        times.append(time.perf_counter() - started)
+    return times, answers
+
+
+def throughput(port: int, q: np.ndarray, clients: int, seconds: float) -> float:
+    counts = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def client(c: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = c
+        while time.perf_counter() < stop:
+            query(conn, q[i % len(q)])
+            counts[c] += 1
+            i += clients
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def memory(pid: int) -> dict[str, int]:
+    """kB figures from /proc/PID/smaps_rollup (Linux)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return {
+        "rss_kb": fields["Rss"],
+        "anonymous_kb": fields["Anonymous"],
+        "file_backed_kb": fields["Rss"] - fields["Anonymous"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=1280)
+    parser.add_argument("--partitions", type=int, default=64)
+    parser.add_argument("--shards", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--port", type=int, default=18800)
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "simsearch-bench"
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    faiss.omp_set_num_threads(args.threads)
+    result: dict[str, Any] = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "n": args.n,
+        "dim": args.dim,
+        "partitions": args.partitions,
+        "shards": args.shards,
+        "threads": args.threads,
+        "cores": os.cpu_count(),
+    }
+    x = clustered(args.n, args.dim, seed=1)
+    q = clustered(args.queries, args.dim, seed=2)
+    keys = [f"synthetic/{i:08d}.jpg" for i in range(args.n)]
+    ids = key_ids(keys)
+    store_dir = args.workdir / "store"
+    started = time.perf_counter()
+    manifest = write_index(
+        IndexLayout(open_store(str(store_dir))),
+        ids,
+        x,
+        keys,
+        ModelInfo(name="synthetic", dim=args.dim),
+        partitions=args.partitions,
+        workdir=args.workdir,
+    )
+    result["build_s"] = time.perf_counter() - started
+    params = manifest.params
+    result["params"] = params.model_dump()
+    template = faiss.read_index(str(store_dir / "index" / "default" / manifest.trained.key))
+    ref_d, ref_i, base_qps = baseline(template, ids, x, q, params.nprobe, params.refine)
+    truth = ids[ground_truth(x, q)]
+    result["baseline_qps_single"] = base_qps
+    result["recall_at_10_baseline"] = float(
+        np.mean([len(set(a) & set(b)) / K for a, b in zip(ref_i, truth, strict=True)])
+    )
+    del x
+    logs = args.workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    shard_ports = [args.port + 1 + s for s in range(args.shards)]
+    shards = [
+        spawn(
+            "shard",
+            port,
+            {
+                "SIMSEARCH_STORE": str(store_dir),
+                "SIMSEARCH_SHARD_ORDINAL": str(s),
+                "SIMSEARCH_REPLICAS": str(args.shards),
+                "SIMSEARCH_CACHE_DIR": str(args.workdir / f"cache-{s}"),
+            },
+            logs / f"shard-{s}.log",
+        )
+        for s, port in enumerate(shard_ports)
+    ]
+    started = time.perf_counter()
+    for port in shard_ports:
+        wait_ready(port)
+    result["shards_ready_s"] = time.perf_counter() - started
+    router = spawn(
+        "router",
+        args.port,
+        {"SIMSEARCH_SHARDS": ",".join(f"http://127.0.0.1:{p}" for p in shard_ports)},
+        logs / "router.log",
+    )
+    try:
+        wait_ready(args.port)
+        times, answers = latency(args.port, q)
+        got_i = np.array([[h["id"] for h in a["results"]] for a in answers])
+        got_d = np.array(
+            [[h["similarity_score"] for h in a["results"]] for a in answers], dtype=np.float32
+        )
+        mismatches = 0
+        for row in range(len(q)):
+            try:
+                check_ref_knn_with_draws(
+                    ref_d[row : row + 1],
+                    ref_i[row : row + 1],
+                    got_d[row : row + 1],
+                    got_i[row : row + 1],
+                    rtol=1e-4,
+                )
+            except AssertionError:
+                mismatches += 1
+        result["congruence_mismatched_queries"] = mismatches
+        result["recall_at_10_cluster"] = float(
+            np.mean([len(set(a) & set(b)) / K for a, b in zip(got_i, truth, strict=True)])
+        )
+        result["p50_ms"] = float(np.percentile(times, 50) * 1000)
+        result["p99_ms"] = float(np.percentile(times, 99) * 1000)
+        result["qps_c8"] = throughput(args.port, q, 8, args.seconds)
+        result["qps_c8_over_baseline"] = result["qps_c8"] / base_qps
+        result["shard_memory"] = [memory(s.pid) for s in shards]
+    finally:
+        for proc in [router, *shards]:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The router's public HTTP API (FastAPI, OpenAPI at /docs). Routes stay thin.
+
+POST /search/vector        {"vector": [...]} or {"vectors": [[...], ...]}, k, nprobe, refine
+POST /search/image         multipart `file` → embedder → search (the old service's endpoint)
+GET  /search/similar/{id}  search with an indexed image's own vector (it ranks first)
+GET  /images/{id}          the image bytes, or a 307 to a presigned URL (public S3 endpoint)
+GET  /health               healthy | degraded | unhealthy, shard counts, coverage
+GET  /stats                totals, index version, P, every shard's partitions and state
+GET  /health/live          the process answers
+GET  /health/ready         some index version is fully covered by shards that are up
+GET  /metrics              Prometheus
+
+Every search answer says how complete it is (`coverage`, `partial`, `index_version`);
+`?strict=true` turns a partial answer into a 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from prometheus_client import CollectorRegistry
+from starlette.datastructures import UploadFile
+
+import simsearch
+from simsearch.common.errors import EmptyInput, UnsupportedMediaType
+from simsearch.common.http import (
+    RequestContextMiddleware,
+    health_router,
+    install_error_handlers,
+    metrics_router,
+)
+from simsearch.common.telemetry import HttpMetrics
+from simsearch.router import status
+from simsearch.router.discovery import ShardRegistry, make_source
+from simsearch.router.fanout import FanOut
+from simsearch.router.images import ImageLocator
+from simsearch.router.metrics import RouterMetrics
+from simsearch.router.page import PAGE
+from simsearch.router.schemas import (
+    BatchSearchResponse,
+    HealthResponse,
+    SearchResponse,
+    StatsResponse,
+    VectorQuery,
+    answer_fields,
+    to_hits,
+)
+from simsearch.router.service import Knobs, RouterService, Searched
+from simsearch.router.settings import RouterSettings
+from simsearch.router.transport import Upstream, make_client
+
+log = logging.getLogger(__name__)
+
+
+def get_service(request: Request) -> RouterService:
+    """The service created in the lifespan (injected, never a module global)."""
+    service: RouterService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[RouterService, Depends(get_service)]
+IdPath = Annotated[int, Path(description="An image id (from a search result).")]
+KQuery = Annotated[int | None, Query(description="Results to return (1..SIMSEARCH_MAX_K).")]
+StrictQuery = Annotated[bool, Query(description="503 instead of a partial answer.")]
+NprobeQuery = Annotated[int | None, Query(ge=1, le=65536, description="Override nprobe.")]
+RefineQuery = Annotated[int | None, Query(ge=1, le=100, description="Override refine.")]
+
+
+def respond(searched: Searched, request: Request) -> SearchResponse:
+    """The answer to one query, with result URLs under the app's root path."""
+    prefix = request.scope.get("root_path", "")
+    fields = answer_fields(searched.result, searched.k, searched.took_ms)
+    return SearchResponse(results=to_hits(searched.result.hits[0], prefix), **fields)
+
+
+async def read_upload(request: Request) -> bytes:
+    """The bytes of the one file part (`file`), refusing anything that is not multipart."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise UnsupportedMediaType(
+            "expected multipart/form-data with the image in a part named 'file', got "
+            f"{content_type or 'no content type'}"
+        )
+    async with request.form(max_files=1, max_fields=16) as form:
+        uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not uploads:
+            raise EmptyInput("no file in the request: send the image in a part named 'file'")
+        return await uploads[0].read()
+
+
+def _build_service(
+    settings: RouterSettings,
+    client: httpx.AsyncClient,
+    metrics: RouterMetrics,
+) -> RouterService:
+    """Wire discovery, fan-out and image look-up around the one shared HTTP client."""
+    upstream = Upstream(client)
+
+    def gauges() -> None:
+        up = sum(1 for s in registry.states.values() if s.up)
+        metrics.shards_up.set(up)
+        metrics.shards_down.set(len(registry.states) - up)
+
+    registry = ShardRegistry(
+        make_source(settings),
+        upstream,
+        settings.poll_s,
+        settings.info_timeout_s,
+        on_poll=gauges,
+    )
+    fanout = FanOut(
+        upstream,
+        registry,
+        metrics,
+        retry=settings.retry,
+        first_try_share=settings.first_try_share,
+    )
+    images = ImageLocator(
+        settings.images_root,
+        settings.store,
+        settings.index,
+        settings.s3_options(),
+        settings.public_s3_endpoint,
+        settings.presign_expires_s,
+        settings.max_image_bytes,
+    )
+    return RouterService(settings, upstream, registry, fanout, images, metrics)
+
+
+def create_app(
+    settings: RouterSettings, transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The router app; `transport` replaces the network in failure-injection tests only."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with make_client(settings, transport) as client:
+            service = _build_service(settings, client, router_metrics)
+            app.state.service = service
+            await service.registry.start()
+            log.info(
+                "router ready",
+                extra={"shards": len(service.registry.states), "port": settings.port},
+            )
+            try:
+                yield
+            finally:
+                await service.registry.stop()
+
+    # httpx logs every request at INFO: one line per shard per poll and per query would
+    # drown the router's own access log (which already carries the request id).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    registry = CollectorRegistry()
+    http_metrics = HttpMetrics("router", registry)
+    router_metrics = RouterMetrics(registry)
+    app = FastAPI(title="simsearch router", version=simsearch.__version__, lifespan=lifespan)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_body_bytes()
+    )
+    install_error_handlers(app)
+
+    def readiness() -> tuple[bool, str]:
+        service: RouterService | None = getattr(app.state, "service", None)
+        if service is None:
+            return False, "starting"
+        registry = service.registry
+        return status.readiness(
+            registry.states.values(), registry.polls, settings.ready_min_coverage
+        )
+
+    app.include_router(health_router(readiness))
+    app.include_router(metrics_router(http_metrics))
+    _add_search_routes(app)
+    _add_status_routes(app)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> str:
+        """The search page: upload an image, see similar ones (see router/page.py)."""
+        return PAGE
+
+    return app
+
+
+def _add_search_routes(app: FastAPI) -> None:
+    @app.post("/search/vector", response_model=SearchResponse | BatchSearchResponse)
+    async def search_vector(
+        body: VectorQuery, request: Request, service: ServiceDep, strict: StrictQuery = False
+    ) -> SearchResponse | BatchSearchResponse:
+        """Nearest images to a vector (cosine; normalised here). `vectors` → one list each."""
+        knobs = Knobs(body.k, body.nprobe, body.refine, strict)
+        searched = await service.search_vectors(body.rows(), knobs)
+        if body.vectors is None:
+            return respond(searched, request)
+        prefix = request.scope.get("root_path", "")
+        fields = answer_fields(searched.result, searched.k, searched.took_ms)
+        hits = [to_hits(row, prefix) for row in searched.result.hits]
+        return BatchSearchResponse(results=hits, **fields)
+
+    @app.post("/search/image", response_model=SearchResponse)
+    async def search_image(
+        request: Request,
+        service: ServiceDep,
+        k: KQuery = None,
+        strict: StrictQuery = False,
+        nprobe: NprobeQuery = None,
+        refine: RefineQuery = None,
+    ) -> SearchResponse:
+        """Nearest images to an uploaded image (multipart part `file`)."""
+        blob = await read_upload(request)
+        searched = await service.search_image(blob, Knobs(k, nprobe, refine, strict))
+        return respond(searched, request)
+
+    @app.get("/search/similar/{id}", response_model=SearchResponse)
+    async def search_similar(
+        id: IdPath,
+        request: Request,
+        service: ServiceDep,
+        k: KQuery = None,
+        strict: StrictQuery = False,
+        nprobe: NprobeQuery = None,
+        refine: RefineQuery = None,
+    ) -> SearchResponse:
+        """Images similar to an indexed one. The image itself is kept: it ranks first (≈1.0)."""
+        searched = await service.search_similar(id, Knobs(k, nprobe, refine, strict))
+        return respond(searched, request)
+
+    @app.get(
+        "/images/{id}",
+        response_class=Response,
+        responses={200: {"content": {"image/*": {}}}, 307: {"description": "presigned URL"}},
+    )
+    async def image(id: IdPath, service: ServiceDep) -> Response:
+        """The indexed image's bytes (content type from its magic bytes) or a redirect."""
+        reply = await service.image(id)
+        if reply.redirect is not None:
+            return RedirectResponse(reply.redirect, status_code=307)
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=300"}
+        return Response(reply.data, media_type=reply.media_type, headers=headers)
+
+
+def _add_status_routes(app: FastAPI) -> None:
+    @app.get("/health", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
+    async def health(service: ServiceDep) -> JSONResponse:
+        """healthy: complete and every shard up; degraded: answers, but partial or a shard
+        down; unhealthy (503): no shard serves anything."""
+        registry = service.registry
+        body = status.health(
+            list(registry.states.values()), registry.polls, bool(service.settings.embedder_url)
+        )
+        code = 503 if body.status == "unhealthy" else 200
+        return JSONResponse(body.model_dump(), status_code=code)
+
+    @app.get("/stats", response_model=StatsResponse)
+    async def stats(service: ServiceDep) -> StatsResponse:
+        """Totals, the version queries use, and every shard's partitions and state."""
+        return status.stats(list(service.registry.states.values()), time.monotonic())

@@ -1,0 +1,242 @@
+"""Which shards exist, and what each one last said it can serve.
+
+A `ShardSource` lists shard base URLs (static list, a JSON file rewritten by local mode,
+or the A records of a headless Service). `ShardRegistry` reads every listed shard's
+`GET /info` every `poll_s`, all at once with a bounded timeout, and keeps per URL the last
+good `ShardInfo`, when it was seen and whether the shard is up. A shard whose `/info`
+fails is down and left out of every plan until it answers again: recovery needs nobody.
+Fan-out also marks a shard down the moment it cannot be reached, so queries stop waiting
+on a dead pod before the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from simsearch.common.wire import ShardInfo
+from simsearch.router.planner import ShardView
+from simsearch.router.settings import RouterSettings
+from simsearch.router.transport import Upstream, UpstreamFailure
+
+__all__ = [
+    "DnsSource",
+    "FileSource",
+    "ShardRegistry",
+    "ShardSource",
+    "ShardState",
+    "StaticSource",
+    "make_source",
+    "views",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ShardSource(ABC):
+    """Lists the shard base URLs to poll; asked again on every poll."""
+
+    @abstractmethod
+    async def urls(self) -> list[str]:
+        """The current shard URLs (no trailing slash)."""
+
+
+class StaticSource(ShardSource):
+    """A fixed list (`SIMSEARCH_SHARDS`)."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self._urls = list(urls)
+
+    async def urls(self) -> list[str]:
+        return list(self._urls)
+
+
+class FileSource(ShardSource):
+    """`{"shards": [...]}` in a file that `simsearch up/scale` rewrites (local mode).
+
+    A missing or half-written file keeps the last good list: the writer replaces the file
+    atomically, but a router must not drop every shard because of one bad read.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._last: list[str] = []
+
+    async def urls(self) -> list[str]:
+        try:
+            text = await asyncio.to_thread(self.path.read_text, "utf-8")
+            data = json.loads(text)
+            urls = [str(u).strip().rstrip("/") for u in data["shards"] if str(u).strip()]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "cannot read shard list %s: %s; keeping %d shards", self.path, exc, len(self._last)
+            )
+            return list(self._last)
+        self._last = urls
+        return list(urls)
+
+
+class DnsSource(ShardSource):
+    """The A/AAAA records of a headless Service: one per ready shard pod.
+
+    Resolved with the system resolver on every poll (no caching beyond the OS's), so a
+    scaled StatefulSet shows up within one poll. A name that does not resolve (no pod yet)
+    is an empty list, not an error.
+    """
+
+    def __init__(self, name: str, port: int, scheme: str = "http") -> None:
+        self.name, self.port, self.scheme = name, port, scheme
+
+    async def urls(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.name, self.port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError) as exc:
+            log.warning("cannot resolve shard service %s: %s", self.name, exc)
+            return []
+        hosts = sorted({str(info[4][0]) for info in infos})
+        return [f"{self.scheme}://{_bracket(h)}:{self.port}" for h in hosts]
+
+
+def _bracket(host: str) -> str:
+    """IPv6 literals go in brackets inside a URL."""
+    return f"[{host}]" if ":" in host else host
+
+
+def make_source(settings: RouterSettings) -> ShardSource:
+    """The source the settings name (validated there: the needed field is set)."""
+    if settings.discovery == "file":
+        return FileSource(Path(settings.shards_file or ""))
+    if settings.discovery == "dns":
+        return DnsSource(settings.shards_dns or "", settings.shard_port, settings.shard_scheme)
+    return StaticSource(settings.shard_urls())
+
+
+@dataclass
+class ShardState:
+    """What the router knows about one shard URL."""
+
+    url: str
+    up: bool = False
+    info: ShardInfo | None = None  # the last good /info, kept while the shard is down
+    seen_at: float | None = None  # monotonic time of that /info
+    error: str | None = None  # why the shard is down
+    failures: int = 0  # consecutive failed polls or queries
+    latency_ms: float | None = None  # smoothed /search latency, to prefer fast shards
+
+    def view(self) -> ShardView | None:
+        """What the planner may use of this shard: nothing while it is down."""
+        if not self.up or self.info is None:
+            return None
+        return ShardView(self.url, {v.version: v for v in self.info.versions})
+
+    def observe_latency(self, ms: float) -> None:
+        """Exponentially weighted: recent queries count most, one outlier does not."""
+        self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
+
+
+def views(states: Iterable[ShardState]) -> list[ShardView]:
+    """The planner's view of every shard that is up."""
+    return [view for state in states if (view := state.view()) is not None]
+
+
+class ShardRegistry:
+    """The polled state of every shard, and the background task that keeps it fresh."""
+
+    def __init__(
+        self,
+        source: ShardSource,
+        upstream: Upstream,
+        poll_s: float,
+        timeout_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_poll: Callable[[], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.upstream = upstream
+        self.poll_s = poll_s
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self.on_poll = on_poll  # e.g. refresh the shards-up gauges
+        self.states: dict[str, ShardState] = {}
+        self.polls = 0  # completed polls; 0 = we know nothing yet
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    def views(self) -> list[ShardView]:
+        """Every shard that is up, as the planner sees it."""
+        return views(self.states.values())
+
+    async def poll_once(self) -> None:
+        """List the shards, then read all their /info concurrently (bounded by the timeout)."""
+        urls = await self.source.urls()
+        for gone in set(self.states) - set(urls):
+            log.info("shard %s left the shard list", gone)
+            del self.states[gone]
+        for url in urls:
+            self.states.setdefault(url, ShardState(url))
+        await asyncio.gather(*(self._probe(self.states[url]) for url in urls))
+        self.polls += 1
+        if self.on_poll is not None:
+            self.on_poll()
+
+    async def _probe(self, state: ShardState) -> None:
+        try:
+            reply = await self.upstream.get(f"{state.url}/info", self.timeout_s)
+            if not reply.ok:
+                raise ValueError(f"/info answered {reply.status}: {reply.detail()}")
+            info = ShardInfo.model_validate_json(reply.body)
+        except (UpstreamFailure, ValueError, ValidationError) as exc:
+            self.mark_down(state.url, str(exc))
+            return
+        if not state.up:
+            log.info("shard %s is up (ordinal %d)", state.url, info.ordinal)
+        state.up, state.info, state.seen_at = True, info, self.clock()
+        state.error, state.failures = None, 0
+
+    def mark_down(self, url: str, reason: str) -> None:
+        """Leave `url` out of plans until its /info answers again."""
+        state = self.states.get(url)
+        if state is None:
+            return
+        if state.up or state.failures == 0:
+            log.warning("shard %s is down: %s", url, reason)
+        state.up, state.error = False, reason
+        state.failures += 1
+
+    def refresh_soon(self) -> None:
+        """Poll now instead of at the next tick (a shard answered that it changed)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            self._wake.clear()
+            try:
+                await self.poll_once()
+            except Exception:  # a bug in one poll must not stop discovery for good
+                log.exception("shard poll failed")
+
+    async def start(self) -> None:
+        """Poll once (so the first query has a plan), then keep polling in the background."""
+        await self.poll_once()
+        self._task = asyncio.create_task(self._run(), name="shard-discovery")
+
+    async def stop(self) -> None:
+        """Cancel the background poll."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,271 @@
+"""Send one query batch to the shards, retry what failed elsewhere, merge the answers.
+
+One deadline per query covers everything. Each shard gets its explicit partition list
+(`planner.plan`). A shard that fails (unreachable, error status, bad payload) or does not
+answer in time loses its partitions to the other healthy holders that have them ready,
+in one retry round inside the same deadline. So that a hung shard still leaves time for
+that round, a shard with at least one partition that another shard also has ready gets
+only `first_try_share` of the deadline on the first try; a shard that is the only holder
+of everything it was asked gets all of it (nobody could take over its work anyway).
+
+The merge is `topk.merge`: the global top k·refine by approximate score, then the top k
+by exact score, which is what one index over all partitions would return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import ValidationError
+
+from simsearch.common.errors import SimsearchError
+from simsearch.common.topk import Candidates, merge
+from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_array, encode_array
+from simsearch.router.discovery import ShardRegistry
+from simsearch.router.metrics import RouterMetrics
+from simsearch.router.planner import VersionChoice, plan
+from simsearch.router.transport import Upstream, UpstreamFailure
+
+__all__ = ["FanOut", "FanoutResult", "Hit", "SearchParams", "ShardFailure", "decode_candidates"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """What every shard is asked: k and the search knobs (None = the version's own)."""
+
+    k: int
+    nprobe: int | None = None
+    refine: int | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One result: id, exact cosine similarity, stored path (the image's key)."""
+
+    id: int
+    score: float
+    path: str
+
+
+@dataclass(frozen=True)
+class ShardFailure:
+    """A shard call that produced no usable answer, and the partitions it lost."""
+
+    url: str
+    kind: str  # unreachable | timeout | status | payload
+    reason: str
+    partitions: list[int]
+
+
+@dataclass
+class FanoutResult:
+    """The merged hits per query and how complete they are."""
+
+    version: str
+    partitions: int  # P
+    hits: list[list[Hit]]
+    answered: set[int] = field(default_factory=set)
+    failures: list[ShardFailure] = field(default_factory=list)
+
+    @property
+    def coverage(self) -> float:
+        """Answered partitions / P."""
+        return len(self.answered) / self.partitions
+
+    @property
+    def partial(self) -> bool:
+        return len(self.answered) < self.partitions
+
+
+_Answer = tuple[Candidates, list[list[str]]]
+
+
+def decode_candidates(body: bytes, version: str, nq: int) -> _Answer:
+    """A shard's `/search` body as arrays, checked against what we asked for.
+
+    Raises ValueError (or a validation error) on a payload that does not fit, so that a
+    confused shard counts as a failed shard instead of corrupting the merge.
+    """
+    answer = ShardCandidates.model_validate_json(body)
+    if answer.version != version or answer.nq != nq:
+        raise ValueError(
+            f"answered version {answer.version} nq={answer.nq}, asked {version} nq={nq}"
+        )
+    shape = (nq, answer.width)
+    if len(answer.paths) != nq or any(len(row) != answer.width for row in answer.paths):
+        raise ValueError(f"paths do not match the {nq}×{answer.width} candidates")
+    candidates = Candidates(
+        decode_array(answer.ids_b64, "<i8", shape).astype(np.int64),
+        decode_array(answer.approx_b64, "<f4", shape).astype(np.float32),
+        decode_array(answer.exact_b64, "<f4", shape).astype(np.float32),
+    )
+    return candidates, answer.paths
+
+
+class FanOut:
+    """Plans, sends, retries and merges; shared by every query of the app."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        registry: ShardRegistry,
+        metrics: RouterMetrics,
+        *,
+        retry: bool = True,
+        first_try_share: float = 0.6,
+    ) -> None:
+        self.upstream = upstream
+        self.registry = registry
+        self.metrics = metrics
+        self.retry = retry
+        self.first_try_share = first_try_share
+
+    async def search(
+        self, choice: VersionChoice, queries: np.ndarray, params: SearchParams, timeout_s: float
+    ) -> FanoutResult:
+        """Top-k per query over every partition of `choice` that answers in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        started = time.perf_counter()
+        request = ShardSearchRequest(
+            version=choice.version,
+            partitions=[],
+            k=params.k,
+            nprobe=params.nprobe or choice.nprobe,
+            refine=params.refine or choice.refine,
+            dim=choice.dim,
+            nq=len(queries),
+            vectors_b64=encode_array(queries, "<f4"),
+        )
+        first = plan(choice, prefer=self._latency)
+        answers, failures = await self._round(choice, request, first.assignments, deadline, True)
+        if failures and self.retry and loop.time() < deadline:
+            lost = sorted({p for f in failures for p in f.partitions})
+            again = plan(choice, lost, exclude={f.url for f in failures}, prefer=self._latency)
+            if again.assignments:
+                self.metrics.retries.inc(sum(len(v) for v in again.assignments.values()))
+                more, failures2 = await self._round(
+                    choice, request, again.assignments, deadline, False
+                )
+                answers += more
+                failures += failures2
+        result = self._merge(choice, request, answers, failures)
+        self.metrics.fanout_latency.observe(time.perf_counter() - started)
+        return result
+
+    def _latency(self, url: str) -> float:
+        """Smoothed latency of `url`: among equally loaded shards the faster one is asked."""
+        state = self.registry.states.get(url)
+        if state is None or state.latency_ms is None:
+            return 0.0
+        return state.latency_ms
+
+    async def _round(
+        self,
+        choice: VersionChoice,
+        request: ShardSearchRequest,
+        assignments: dict[str, list[int]],
+        deadline: float,
+        first: bool,
+    ) -> tuple[list[tuple[list[int], _Answer]], list[ShardFailure]]:
+        """Ask every assigned shard at once; split the outcomes into answers and failures."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        calls = []
+        for url, parts in assignments.items():
+            budget = remaining
+            if first and self.retry and _has_other_holder(choice, url, parts):
+                budget = remaining * self.first_try_share
+            calls.append(self._ask(url, request.model_copy(update={"partitions": parts}), budget))
+        outcomes = await asyncio.gather(*calls)
+        answers: list[tuple[list[int], _Answer]] = []
+        failures: list[ShardFailure] = []
+        for (_, parts), outcome in zip(assignments.items(), outcomes, strict=True):
+            if isinstance(outcome, ShardFailure):
+                failures.append(outcome)
+            else:
+                answers.append((parts, outcome))
+        return answers, failures
+
+    async def _ask(
+        self, url: str, request: ShardSearchRequest, timeout_s: float
+    ) -> _Answer | ShardFailure:
+        """One shard call; never raises: a failure is returned, counted and logged."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                body = request.model_dump_json().encode()
+                reply = await self.upstream.post_json(f"{url}/search", body, timeout_s)
+        except TimeoutError:
+            return self._failed(
+                url, "timeout", f"no answer within {timeout_s * 1000:.0f} ms", request.partitions
+            )
+        except UpstreamFailure as exc:
+            if exc.unreachable:
+                self.registry.mark_down(url, exc.reason)
+            kind = "timeout" if exc.timeout else "unreachable"
+            return self._failed(url, kind, exc.reason, request.partitions)
+        if not reply.ok:
+            if 400 <= reply.status < 500:  # its partitions changed since the last poll
+                self.registry.refresh_soon()
+            reason = f"HTTP {reply.status}: {reply.detail()}"
+            return self._failed(url, "status", reason, request.partitions)
+        try:
+            answer = decode_candidates(reply.body, request.version, request.nq)
+        except (ValueError, ValidationError, SimsearchError) as exc:
+            return self._failed(url, "payload", f"unusable answer: {exc}", request.partitions)
+        state = self.registry.states.get(url)
+        if state is not None:
+            state.observe_latency((time.perf_counter() - started) * 1000)
+        return answer
+
+    def _failed(self, url: str, kind: str, reason: str, partitions: list[int]) -> ShardFailure:
+        self.metrics.shard_errors.labels(url, kind).inc()
+        log.warning(
+            "shard %s failed (%s): %s",
+            url,
+            kind,
+            reason,
+            extra={"shard": url, "kind": kind, "partitions": len(partitions)},
+        )
+        return ShardFailure(url, kind, reason, partitions)
+
+    def _merge(
+        self,
+        choice: VersionChoice,
+        request: ShardSearchRequest,
+        answers: list[tuple[list[int], _Answer]],
+        failures: list[ShardFailure],
+    ) -> FanoutResult:
+        """Global top k·refine by approximate score, then top k by exact score."""
+        nq, k = request.nq, request.k
+        answered = {p for parts, _ in answers for p in parts}
+        result = FanoutResult(
+            choice.version, choice.partitions, [[] for _ in range(nq)], answered, failures
+        )
+        if not answers:
+            return result
+        paths: list[dict[int, str]] = [{} for _ in range(nq)]
+        for _, (cands, rows) in answers:
+            for q in range(nq):
+                paths[q].update(zip(cands.ids[q].tolist(), rows[q], strict=True))
+        ids, scores = merge([c for _, (c, _) in answers], k, k * (request.refine or 1))
+        for q in range(nq):
+            result.hits[q] = [
+                Hit(int(i), float(s), paths[q].get(int(i), ""))
+                for i, s in zip(ids[q].tolist(), scores[q].tolist(), strict=True)
+                if i >= 0
+            ]
+        return result
+
+
+def _has_other_holder(choice: VersionChoice, url: str, partitions: list[int]) -> bool:
+    """Whether any of these partitions is also ready on another shard (a retry can help)."""
+    return any(
+        other != url and not ready.isdisjoint(partitions) for other, ready in choice.holders.items()
+    )

@@ -1,0 +1,67 @@
+"""The router's own Prometheus metrics (the HTTP ones come from `common.telemetry`).
+
+Query-level numbers an operator alerts on: how many queries, how long they take end to
+end (embedding and fan-out included), how many answers were partial, and which shard
+fails how. Registered in the app's registry, never the global one, so several apps in
+one test process do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["RouterMetrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+
+
+class RouterMetrics:
+    """Counters and histograms for queries, partial answers, shard errors and coverage."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.queries = Counter(
+            "simsearch_router_queries",
+            "Search queries by kind (vector, image, similar) and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "simsearch_router_query_duration_seconds",
+            "End-to-end query latency by kind (embedding included for image queries).",
+            ["kind"],
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.fanout_latency = Histogram(
+            "simsearch_router_fanout_duration_seconds",
+            "Time from the first shard request to the merged answer.",
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.partial = Counter(
+            "simsearch_router_partial_answers",
+            "Answers that did not cover every partition (served, or refused in strict mode).",
+            registry=registry,
+        )
+        self.shard_errors = Counter(
+            "simsearch_router_shard_errors",
+            "Failed shard calls by shard URL and kind (unreachable, timeout, status, payload).",
+            ["shard", "kind"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "simsearch_router_partition_retries",
+            "Partitions re-planned onto another holder after their shard failed.",
+            registry=registry,
+        )
+        self.shards_up = Gauge(
+            "simsearch_router_shards_up", "Shards whose last /info succeeded.", registry=registry
+        )
+        self.shards_down = Gauge(
+            "simsearch_router_shards_down", "Listed shards that do not answer.", registry=registry
+        )
+        self.coverage = Gauge(
+            "simsearch_router_coverage",
+            "Covered partitions / P of the version queries run on.",
+            registry=registry,
+        )

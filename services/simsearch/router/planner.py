@@ -1,0 +1,159 @@
+"""Which index version a query runs on, and which shard searches which partitions.
+
+Pure functions over what the shards last reported (`ShardView`): no I/O and no clocks, so
+every rule is unit-tested without a server.
+
+Version choice: the NEWEST version whose partitions 0..P-1 are all ready on some healthy
+shard. While a new version loads, the old one stays fully covered and keeps answering;
+the router moves to the new one as soon as it is complete, never to half of it. If no
+version is complete (shards down), the version with the best coverage answers and the
+answer is flagged partial: a partial answer is never silent.
+
+Partition plan: `placement.plan_query` gives every partition to exactly one shard that
+has it ready, balanced, so a partition ready on two shards during a rebalance (or with
+replication) is searched once and no hit is returned twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from simsearch.common.placement import plan_query
+from simsearch.common.wire import ShardVersionInfo
+
+__all__ = ["QueryPlan", "ShardView", "VersionChoice", "choose_version", "plan", "versions"]
+
+
+@dataclass(frozen=True)
+class ShardView:
+    """One healthy shard as the planner sees it: its URL and what it holds per version."""
+
+    url: str
+    versions: Mapping[str, ShardVersionInfo]
+
+
+@dataclass(frozen=True)
+class VersionChoice:
+    """One index version and who can serve each of its partitions right now."""
+
+    version: str
+    partitions: int  # P
+    dim: int
+    nprobe: int
+    refine: int
+    model: str
+    holders: Mapping[str, frozenset[int]]  # shard URL -> ready partitions of this version
+    vectors: int = 0  # vectors in the covered partitions (counted once per partition)
+    covered: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def coverage(self) -> float:
+        """Covered partitions / P: 1.0 when every partition has a ready holder."""
+        return len(self.covered) / self.partitions
+
+    @property
+    def complete(self) -> bool:
+        """Every partition 0..P-1 is ready on at least one healthy shard."""
+        return len(self.covered) == self.partitions
+
+    def holders_of(self, partition: int) -> list[str]:
+        """Shards that have `partition` ready, in URL order (for item look-ups)."""
+        return sorted(url for url, ready in self.holders.items() if partition in ready)
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """The partitions each shard is asked for, and those nobody can answer."""
+
+    assignments: dict[str, list[int]]
+    uncovered: list[int]
+
+
+def versions(shards: Iterable[ShardView]) -> list[VersionChoice]:
+    """Every version some healthy shard reports, newest first, with its coverage.
+
+    P, dim and search parameters are taken from the most common report for the version
+    (they come from one manifest, so shards agree unless one is broken); partitions a
+    shard lists outside 0..P-1 are ignored rather than trusted.
+    """
+    reports: dict[str, list[tuple[str, ShardVersionInfo]]] = {}
+    for shard in shards:
+        for name, info in shard.versions.items():
+            reports.setdefault(name, []).append((shard.url, info))
+    return [_choice(name, reports[name]) for name in sorted(reports, reverse=True)]
+
+
+def _choice(name: str, reports: list[tuple[str, ShardVersionInfo]]) -> VersionChoice:
+    """Fold every shard's report of one version into a `VersionChoice`."""
+    shape = Counter((i.partitions, i.dim, i.nprobe, i.refine, i.model) for _, i in reports)
+    p, dim, nprobe, refine, model = shape.most_common(1)[0][0]
+    holders: dict[str, frozenset[int]] = {}
+    totals: dict[str, int] = {}
+    for url, info in reports:
+        ready = frozenset(x for x in info.ready if 0 <= x < p)
+        if (info.partitions, info.dim) == (p, dim) and ready:
+            holders[url] = ready
+            totals[url] = info.vectors
+    covered = frozenset().union(*holders.values()) if holders else frozenset()
+    return VersionChoice(
+        version=name,
+        partitions=p,
+        dim=dim,
+        nprobe=nprobe,
+        refine=refine,
+        model=model,
+        holders=holders,
+        vectors=_count_vectors(holders, totals),
+        covered=covered,
+    )
+
+
+def _count_vectors(holders: Mapping[str, frozenset[int]], totals: Mapping[str, int]) -> int:
+    """Vectors in the covered partitions, each partition counted once.
+
+    A shard reports one total for all its ready partitions. Without overlap the sum is
+    exact; when partitions are held twice (replication, rebalancing) each shard's total is
+    spread evenly over its partitions (ids hash uniformly) and every partition is counted
+    at its first holder, which is an estimate.
+    """
+    if sum(len(r) for r in holders.values()) == len(frozenset().union(*holders.values())):
+        return sum(totals.values())
+    per_partition: dict[int, float] = {}
+    for url in sorted(holders):
+        share = totals[url] / len(holders[url])
+        for x in holders[url]:
+            per_partition.setdefault(x, share)
+    return round(sum(per_partition.values()))
+
+
+def choose_version(shards: Iterable[ShardView]) -> VersionChoice | None:
+    """The newest fully covered version; else the best-covered one (newest on a tie).
+
+    None when no healthy shard has any partition of any version ready.
+    """
+    candidates = [c for c in versions(shards) if c.covered]
+    if not candidates:
+        return None
+    complete = [c for c in candidates if c.complete]
+    if complete:
+        return complete[0]  # `versions` is newest first; version ids sort by time
+    return max(candidates, key=lambda c: (c.coverage, c.version))
+
+
+def plan(
+    choice: VersionChoice,
+    partitions: Iterable[int] | None = None,
+    exclude: Collection[str] = (),
+    prefer: Callable[[str], float] | None = None,
+) -> QueryPlan:
+    """Give each wanted partition (default: all of them) to one shard that has it ready.
+
+    `exclude` leaves out shards that just failed (a retry round plans around them);
+    `prefer` breaks ties between equally loaded shards (lower is better, e.g. latency).
+    """
+    wanted = range(choice.partitions) if partitions is None else partitions
+    available = {url: ready for url, ready in choice.holders.items() if url not in exclude}
+    assignments, uncovered = plan_query(wanted, available, prefer)
+    return QueryPlan(assignments, uncovered)

@@ -1,0 +1,287 @@
+"""The router's work behind the routes: search by vector, image or id, and image look-up.
+
+Routes stay thin (`app.py`); everything a query does is here, in the order it happens:
+pick the version (planner), check the input against that version (dim, k), embed if
+needed (embedder), fan out and merge (fanout), and decide whether the answer may be
+served (nothing answered → 503; partial → flagged, or 503 with `strict`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+
+import numpy as np
+from pydantic import ValidationError
+
+from simsearch.common.errors import (
+    BadInput,
+    EmptyInput,
+    InvalidParameter,
+    NotFound,
+    PayloadTooLarge,
+    SimsearchError,
+)
+from simsearch.common.ids import MAX_ID
+from simsearch.common.telemetry import run_in_context
+from simsearch.common.wire import EmbedResponse, ShardItem, decode_array, decode_vectors
+from simsearch.router.discovery import ShardRegistry
+from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
+from simsearch.router.images import ImageLocator, ImageReply
+from simsearch.router.metrics import RouterMetrics
+from simsearch.router.planner import VersionChoice, choose_version
+from simsearch.router.schemas import check_k, prepare_queries
+from simsearch.router.settings import RouterSettings
+from simsearch.router.transport import Upstream, UpstreamFailure
+
+__all__ = [
+    "EmbedderRejected",
+    "Knobs",
+    "PartialAnswer",
+    "RouterService",
+    "Searched",
+    "Unavailable",
+    "UpstreamError",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Unavailable(SimsearchError):
+    """The cluster cannot answer now (no shard, no embedder); retry later."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class PartialAnswer(Unavailable):
+    """`strict=true` and some partitions did not answer."""
+
+    code = "partial_answer"
+
+
+class UpstreamError(SimsearchError):
+    """Another service answered with something unusable (a 5xx, a broken body)."""
+
+    status_code = 502
+    code = "upstream_error"
+
+
+class EmbedderRejected(BadInput):
+    """The embedder refused the image (4xx): its status and reason are passed through."""
+
+    def __init__(self, status_code: int, code: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.status_code = status_code
+        self.code = code or "bad_input"
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A merged answer, the k it was asked for, and the time it took end to end
+    (embedding or the item look-up included)."""
+
+    result: FanoutResult
+    k: int
+    took_ms: float
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Per-request search options: k, the index overrides, and strictness."""
+
+    k: int | None = None
+    nprobe: int | None = None
+    refine: int | None = None
+    strict: bool = False
+
+
+class RouterService:
+    """One per app, created in the lifespan with the shared client and registry."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        upstream: Upstream,
+        registry: ShardRegistry,
+        fanout: FanOut,
+        images: ImageLocator,
+        metrics: RouterMetrics,
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.registry = registry
+        self.fanout = fanout
+        self.images = images
+        self.metrics = metrics
+
+    def choice(self) -> VersionChoice:
+        """The version queries run on now, or 503 saying why there is none."""
+        choice = choose_version(self.registry.views())
+        if choice is None:
+            states = list(self.registry.states.values())
+            down = [f"{s.url} ({s.error})" for s in states if not s.up]
+            reason = "no shard serves any index version"
+            if not states:
+                reason += ": no shard is listed"
+            elif down:
+                reason += f"; down: {', '.join(down[:5])}"
+            raise Unavailable(reason)
+        return choice
+
+    # --- searches -----------------------------------------------------------------
+
+    async def search_vectors(self, rows: list[list[float]], knobs: Knobs) -> Searched:
+        """`POST /search/vector`."""
+
+        async def work() -> Searched:
+            return await self._search(self.choice(), rows, knobs)
+
+        return await self._measured("vector", work())
+
+    async def search_image(self, blob: bytes, knobs: Knobs) -> Searched:
+        """`POST /search/image`: embed with the embedder, then search."""
+
+        async def work() -> Searched:
+            choice = self.choice()  # before embedding: no index, no point
+            rows = await self.embed(blob, choice)
+            return await self._search(choice, rows, knobs)
+
+        return await self._measured("image", work())
+
+    async def search_similar(self, id_: int, knobs: Knobs) -> Searched:
+        """`GET /search/similar/{id}`: the item's own vector as the query (it ranks first)."""
+
+        async def work() -> Searched:
+            item, choice = await self.item(id_)
+            vector = decode_array(item.vector_b64, "<f4", (choice.dim,))
+            return await self._search(choice, [vector.tolist()], knobs)
+
+        return await self._measured("similar", work())
+
+    async def _measured(self, kind: str, work: Awaitable[Searched]) -> Searched:
+        """Count and time a query by kind and outcome (ok, partial, rejected, unavailable)."""
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            searched = await work
+            outcome = "partial" if searched.result.partial else "ok"
+            return replace(searched, took_ms=(time.perf_counter() - started) * 1000)
+        except BadInput:
+            outcome = "rejected"
+            raise
+        except SimsearchError:
+            outcome = "unavailable"
+            raise
+        finally:
+            self.metrics.queries.labels(kind, outcome).inc()
+            self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
+
+    async def _search(
+        self, choice: VersionChoice, rows: list[list[float]] | np.ndarray, knobs: Knobs
+    ) -> Searched:
+        started = time.perf_counter()
+        k = check_k(knobs.k, self.settings.default_k, self.settings.max_k)
+        queries = prepare_queries(rows, choice.dim, self.settings.max_queries)
+        params = SearchParams(k, knobs.nprobe, knobs.refine)
+        if k * (knobs.refine or choice.refine) > self.settings.max_candidates:
+            raise InvalidParameter(
+                f"k·refine = {k}·{knobs.refine or choice.refine} is over the limit of "
+                f"{self.settings.max_candidates} candidates per query"
+            )
+        result = await self.fanout.search(choice, queries, params, self.settings.timeout_ms / 1000)
+        self.metrics.coverage.set(result.coverage)
+        if not result.answered:
+            reasons = "; ".join(f"{f.url}: {f.reason}" for f in result.failures[:5])
+            raise Unavailable(f"no shard answered for index version {choice.version}: {reasons}")
+        if result.partial:
+            self.metrics.partial.inc()
+            if knobs.strict:
+                raise PartialAnswer(
+                    f"only {len(result.answered)} of {result.partitions} partitions answered "
+                    f"(coverage {result.coverage:.3f}); strict=true refuses partial answers"
+                )
+        return Searched(result, k, (time.perf_counter() - started) * 1000)
+
+    # --- the embedder ---------------------------------------------------------------
+
+    async def embed(self, blob: bytes, choice: VersionChoice) -> np.ndarray:
+        """One image's vector from the embedder; its 4xx reasons reach the caller as they are."""
+        url = self.settings.embedder_url
+        if not url:
+            raise Unavailable("image search needs an embedder: set SIMSEARCH_EMBEDDER_URL")
+        if not blob:
+            raise EmptyInput("the uploaded file is empty")
+        if len(blob) > self.settings.max_upload_bytes:
+            raise PayloadTooLarge(
+                f"the file has {len(blob)} bytes, over the limit of "
+                f"{self.settings.max_upload_bytes}"
+            )
+        try:
+            reply = await self.upstream.post_file(
+                f"{url}/embed", "file", blob, self.settings.embed_timeout_s, {"encoding": "base64"}
+            )
+        except UpstreamFailure as exc:
+            raise Unavailable(f"the embedder at {url} did not answer: {exc.reason}") from exc
+        if 400 <= reply.status < 500:
+            raise EmbedderRejected(reply.status, reply.error_code(), reply.detail())
+        if not reply.ok:
+            raise UpstreamError(f"the embedder answered {reply.status}: {reply.detail()}")
+        try:
+            body = EmbedResponse.model_validate_json(reply.body)
+            vectors = decode_vectors(body.vectors_b64 or "", body.dim)
+        except (ValidationError, SimsearchError) as exc:
+            raise UpstreamError(f"the embedder's answer is unusable: {exc}") from exc
+        if body.dim != choice.dim or body.model != choice.model:
+            raise Unavailable(
+                f"the embedder runs {body.model} ({body.dim}-d) but index version "
+                f"{choice.version} was built with {choice.model} ({choice.dim}-d): their "
+                "vectors are not comparable; point SIMSEARCH_EMBEDDER_URL at the same model"
+            )
+        return vectors
+
+    # --- items and images --------------------------------------------------------------
+
+    async def item(self, id_: int) -> tuple[ShardItem, VersionChoice]:
+        """The indexed item `id_` from a shard holding its partition (id mod P)."""
+        if not 0 <= id_ <= MAX_ID:
+            raise NotFound(f"no image with id {id_}: ids are 0..{MAX_ID}")
+        choice = self.choice()
+        partition = id_ % choice.partitions
+        holders = choice.holders_of(partition)
+        if not holders:
+            raise Unavailable(
+                f"partition {partition} of version {choice.version} (where id {id_} would be) "
+                "is not served by any shard that is up"
+            )
+        errors: list[str] = []
+        params = {"version": choice.version}
+        for url in holders:
+            try:
+                reply = await self.upstream.get(
+                    f"{url}/items/{id_}", self.settings.timeout_ms / 1000, params
+                )
+            except UpstreamFailure as exc:
+                if exc.unreachable:
+                    self.registry.mark_down(url, exc.reason)
+                errors.append(f"{url}: {exc.reason}")
+                continue
+            if reply.status == 404 and reply.error_code() in (None, "not_found"):
+                raise NotFound(f"no image with id {id_} in index version {choice.version}")
+            if not reply.ok:
+                errors.append(f"{url}: HTTP {reply.status}: {reply.detail()}")
+                continue
+            try:
+                return ShardItem.model_validate_json(reply.body), choice
+            except ValidationError as exc:
+                errors.append(f"{url}: unusable answer: {exc}")
+        raise Unavailable(f"could not read id {id_}: {'; '.join(errors)}")
+
+    async def image(self, id_: int) -> ImageReply:
+        """The bytes of image `id_`, or a presigned URL to redirect to."""
+        item, _ = await self.item(id_)
+        fetch = run_in_context(self.images.fetch)
+        return await asyncio.to_thread(fetch, item.path, item.version)

@@ -1,0 +1,147 @@
+"""The router's settings (`SIMSEARCH_*`), validated when the service starts.
+
+Discovery settings are checked together (static needs `SIMSEARCH_SHARDS`, file needs
+`SIMSEARCH_SHARDS_FILE`, dns needs `SIMSEARCH_SHARDS_DNS`) so that a router that could
+never find a shard refuses to start instead of answering 503 forever.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from simsearch.common.settings import ServiceSettings
+
+_MIB = 1024 * 1024
+# Multipart framing around an uploaded image (boundaries, part headers): the body limit
+# is the upload limit plus this, so a file of exactly max_upload_bytes still fits.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+def _check_http_url(value: str, what: str) -> str:
+    """An absolute http(s) URL without a trailing slash (routes are appended to it)."""
+    url = value.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+        raise ValueError(f"{what} {value!r} must be an http:// or https:// URL")
+    return url
+
+
+def _static_urls(value: str) -> list[str]:
+    """Comma-separated URLs, normalised, duplicates dropped, in the order given."""
+    urls: list[str] = []
+    for item in value.split(","):
+        if item.strip():
+            url = _check_http_url(item, "entry")
+            if url not in urls:
+                urls.append(url)
+    return urls
+
+
+class RouterSettings(ServiceSettings):
+    """Where the shards and the embedder are, query limits, and the HTTP client pool."""
+
+    port: int = Field(8000, ge=1, le=65535)
+    discovery: Literal["static", "file", "dns"] = Field(
+        "static", description="static: SIMSEARCH_SHARDS; file: local mode; dns: headless Service."
+    )
+    shards: str = Field(
+        "", validate_default=True, description="static discovery: comma-separated shard URLs."
+    )
+    shards_file: str | None = Field(
+        None,
+        validate_default=True,
+        description='file discovery: JSON {"shards": [urls]} that local mode rewrites.',
+    )
+    shards_dns: str | None = Field(
+        None,
+        validate_default=True,
+        description="dns discovery: a headless Service name resolved to A records.",
+    )
+    shard_port: int = Field(8002, ge=1, le=65535, description="dns discovery: the shards' port.")
+    shard_scheme: Literal["http", "https"] = "http"
+    index: str = Field("default", description="Index name (for reading its manifest).")
+    store: str | None = Field(
+        None, description="Index store URI; its manifest's `source` is the images root."
+    )
+    images_root: str | None = Field(
+        None, description="URI the indexed image keys are relative to (overrides the manifest)."
+    )
+    public_s3_endpoint: str | None = Field(
+        None,
+        description="When set (and images are on S3), /images/{id} redirects to a URL "
+        "presigned for this endpoint instead of streaming the bytes.",
+    )
+    presign_expires_s: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    max_image_bytes: int = Field(
+        50 * _MIB, ge=1024, description="Largest image /images/{id} reads through the router."
+    )
+    embedder_url: str | None = Field(None, description="Embedder base URL for /search/image.")
+    embed_timeout_s: float = Field(30.0, gt=0, le=600)
+    poll_s: float = Field(2.0, gt=0, le=300, description="How often every shard's /info is read.")
+    info_timeout_s: float = Field(1.0, gt=0, le=60, description="Timeout of one /info call.")
+    timeout_ms: float = Field(2000.0, ge=10, le=600_000, description="Deadline of one query.")
+    first_try_share: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Share of the deadline a shard gets before its partitions "
+        "are retried on another holder (only when another holder exists).",
+    )
+    retry: bool = Field(True, description="Retry a failed shard's partitions on other holders.")
+    max_k: int = Field(1000, ge=1, le=1000)
+    default_k: int = Field(10, ge=1, le=1000, validate_default=True)
+    max_queries: int = Field(64, ge=1, le=1024, description="Vectors per /search/vector call.")
+    max_candidates: int = Field(
+        20_000, ge=1, description="Largest k·refine a query may ask (the shards' own limit)."
+    )
+    max_upload_bytes: int = Field(20 * _MIB, ge=1024, description="Largest /search/image file.")
+    max_connections: int = Field(256, ge=1, le=100_000, description="HTTP pool size (all hosts).")
+    max_keepalive_connections: int = Field(64, ge=0, le=100_000)
+    keepalive_expiry_s: float = Field(
+        4.0,
+        ge=0,
+        le=3600,
+        description="Below uvicorn's 5 s keep-alive timeout, so the router "
+        "drops an idle connection before the shard does (no reuse of a closed connection).",
+    )
+    ready_min_coverage: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Coverage needed for /health/ready; 1.0 = some version "
+        "complete. Lower it to keep serving flagged partial answers while a shard restarts.",
+    )
+
+    @field_validator("embedder_url", "public_s3_endpoint")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else _check_http_url(value, "URL")
+
+    @field_validator("shards", "shards_file", "shards_dns")
+    @classmethod
+    def _needed_by_discovery(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The field the chosen discovery reads must be set (errors name this variable)."""
+        needs = {"static": "shards", "file": "shards_file", "dns": "shards_dns"}
+        discovery = info.data.get("discovery")
+        if needs.get(str(discovery)) == info.field_name and not (value or "").strip():
+            raise ValueError(f"required with SIMSEARCH_DISCOVERY={discovery}")
+        if info.field_name == "shards" and value:
+            _static_urls(value)  # a malformed URL is a start-up error
+        return value
+
+    @field_validator("default_k")
+    @classmethod
+    def _default_within_max(cls, value: int, info: ValidationInfo) -> int:
+        max_k = info.data.get("max_k")
+        if max_k is not None and value > max_k:
+            raise ValueError(f"must be <= SIMSEARCH_MAX_K ({max_k})")
+        return value
+
+    def shard_urls(self) -> list[str]:
+        """The static shard URLs, normalised, duplicates dropped, in the order given."""
+        return _static_urls(self.shards)
+
+    def max_body_bytes(self) -> int:
+        """The request body limit: an image upload and its multipart framing."""
+        return self.max_upload_bytes + MULTIPART_SLACK_BYTES

@@ -1,0 +1,122 @@
+"""`/health`, `/health/ready` and `/stats` computed from the registry's shard states.
+
+Pure functions of what discovery last saw (plus a clock), so the rules are unit-tested:
+
+* healthy   — some version is fully covered and every listed shard answers;
+* degraded  — queries get answers, but partial ones or with less redundancy (a shard is
+              down, or no version is complete and the best one is served partially);
+* unhealthy — no shard serves anything: every query would fail.
+
+Ready (for the load balancer) means a complete answer is possible: some version is fully
+covered. A router that can only give partial answers is alive but not ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from simsearch.router.discovery import ShardState, views
+from simsearch.router.planner import VersionChoice, choose_version, versions
+from simsearch.router.schemas import (
+    HealthResponse,
+    ShardCounts,
+    ShardStatus,
+    StatsResponse,
+    VersionStatus,
+)
+
+__all__ = ["health", "readiness", "stats"]
+
+
+def readiness(
+    states: Iterable[ShardState], polls: int, min_coverage: float = 1.0
+) -> tuple[bool, str]:
+    """Ready when some index version is fully covered by shards that are up.
+
+    `min_coverage` < 1 makes a router that can only give (flagged) partial answers ready
+    too: with R=1, a restarting shard would otherwise take every router out of the load
+    balancer and turn partial answers into no answers at all.
+    """
+    if polls == 0:
+        return False, "shards not polled yet"
+    choice = choose_version(views(states))
+    if choice is None:
+        return False, "no shard serves any index version"
+    served = f"version {choice.version}: {len(choice.covered)}/{choice.partitions} partitions"
+    if choice.coverage < min_coverage:
+        return False, f"{served} served, {min_coverage:.0%} needed"
+    return True, f"{served} served"
+
+
+def health(states: list[ShardState], polls: int, embedder: bool) -> HealthResponse:
+    """The cluster's health as the old `/health` shape plus shard counts and coverage."""
+    up = sum(1 for s in states if s.up)
+    counts = ShardCounts(total=len(states), up=up, down=len(states) - up)
+    choice = choose_version(views(states))
+    status: Literal["healthy", "degraded", "unhealthy"]
+    if polls == 0 or choice is None:
+        status, detail = "unhealthy", "no shard serves any index version" if polls else "starting"
+    elif not choice.complete:
+        status, detail = "degraded", f"only {len(choice.covered)}/{choice.partitions} partitions"
+    elif counts.down:
+        status, detail = "degraded", f"{counts.down} of {counts.total} shards down"
+    else:
+        status, detail = "healthy", "every partition served, every shard up"
+    return HealthResponse(
+        status=status,
+        detail=detail,
+        index_version=choice.version if choice else None,
+        coverage=round(choice.coverage, 6) if choice else 0.0,
+        partitions=choice.partitions if choice else None,
+        total_vectors=choice.vectors if choice else 0,
+        shards=counts,
+        embedder=embedder,
+    )
+
+
+def _shard_status(state: ShardState, choice: VersionChoice | None, now: float) -> ShardStatus:
+    info = state.info
+    held = None
+    if info is not None and choice is not None:
+        held = next((v for v in info.versions if v.version == choice.version), None)
+    return ShardStatus(
+        url=state.url,
+        state="up" if state.up else ("down" if state.failures or state.info else "unknown"),
+        ordinal=info.ordinal if info else None,
+        replicas=info.replicas if info else None,
+        versions=[v.version for v in info.versions] if info else [],
+        ready=sorted(held.ready) if held else [],
+        loading=sorted(held.loading) if held else [],
+        vectors=held.vectors if held else 0,
+        last_seen_s=round(now - state.seen_at, 3) if state.seen_at is not None else None,
+        latency_ms=round(state.latency_ms, 3) if state.latency_ms is not None else None,
+        error=state.error,
+    )
+
+
+def stats(states: list[ShardState], now: float) -> StatsResponse:
+    """Totals, the version queries use, every version seen, every shard's partitions."""
+    seen = views(states)
+    choice = choose_version(seen)
+    return StatsResponse(
+        total_vectors=choice.vectors if choice else 0,
+        index_version=choice.version if choice else None,
+        partitions=choice.partitions if choice else None,
+        coverage=round(choice.coverage, 6) if choice else 0.0,
+        complete=bool(choice and choice.complete),
+        model=choice.model if choice else None,
+        dim=choice.dim if choice else None,
+        nprobe=choice.nprobe if choice else None,
+        refine=choice.refine if choice else None,
+        shards=[_shard_status(s, choice, now) for s in states],
+        versions=[
+            VersionStatus(
+                version=v.version,
+                partitions=v.partitions,
+                coverage=round(v.coverage, 6),
+                vectors=v.vectors,
+            )
+            for v in versions(seen)
+        ],
+    )

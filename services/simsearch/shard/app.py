@@ -1,0 +1,128 @@
+"""The shard's HTTP API (FastAPI). Routes stay thin; the work is in `service.py`.
+
+POST /search         a query batch for named partitions of one version → candidates
+GET  /items/{id}     path and exact vector of one indexed image (?version=)
+GET  /info           ordinal, replicas seen, versions with ready/loading/failed partitions
+GET  /health/live    the process answers
+GET  /health/ready   a version is loaded (see `ShardService.readiness`)
+GET  /metrics        Prometheus
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request
+from prometheus_client import CollectorRegistry
+
+import simsearch
+from simsearch.common.errors import ConfigError, InvalidParameter
+from simsearch.common.http import (
+    RequestContextMiddleware,
+    health_router,
+    install_error_handlers,
+    metrics_router,
+)
+from simsearch.common.layout import IndexLayout
+from simsearch.common.storage import open_store
+from simsearch.common.telemetry import HttpMetrics
+from simsearch.common.wire import ShardCandidates, ShardInfo, ShardItem, ShardSearchRequest
+from simsearch.shard.loader import PartitionCache
+from simsearch.shard.metrics import ShardMetrics
+from simsearch.shard.service import ShardService
+from simsearch.shard.settings import ShardSettings
+from simsearch.shard.topology import FileTopology, StaticTopology, Topology
+from simsearch.shard.versions import Holdings
+
+log = logging.getLogger(__name__)
+
+
+def build_topology(settings: ShardSettings) -> Topology:
+    """The topology source the settings name (ConfigError if its file is unreadable)."""
+    if settings.topology == "file":
+        assert settings.topology_file is not None  # the settings validator requires it
+        return FileTopology(settings.topology_file)
+    return StaticTopology(settings.replicas)
+
+
+def build_service(settings: ShardSettings, metrics: ShardMetrics) -> ShardService:
+    """Store, layout, topology and holdings from the settings; nothing is loaded yet.
+
+    Raises ConfigError for a bad store URI, index name or topology file, so the CLI can
+    exit before binding the port.
+    """
+    store = open_store(settings.store, settings.s3_options())
+    try:
+        layout = IndexLayout(store, settings.index)
+    except InvalidParameter as err:
+        raise ConfigError(f"SIMSEARCH_INDEX: {err.reason}") from err
+    cache = PartitionCache(layout, settings.cache_path, metrics)
+    holdings = Holdings(cache, settings.ordinal, settings.replication, settings.drain_s)
+    return ShardService(settings, layout, build_topology(settings), holdings, metrics)
+
+
+def get_service(request: Request) -> ShardService:
+    """The service created in the lifespan (injected, never a module global)."""
+    service: ShardService = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[ShardService, Depends(get_service)]
+
+
+def create_app(settings: ShardSettings, service: ShardService | None = None) -> FastAPI:
+    """The shard app; `service` may be passed in (the CLI builds it first to fail fast on bad
+    settings, tests inject one) — else it is built in the lifespan. Its metrics registry is
+    the app's, so `/metrics` shows HTTP and shard metrics together."""
+    shard_metrics = service.metrics if service else ShardMetrics(CollectorRegistry())
+    http_metrics = HttpMetrics("shard", shard_metrics.registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        running = service or build_service(settings, shard_metrics)
+        app.state.service = running
+        running.start()
+        log.info(
+            "shard %d polling %s",
+            settings.ordinal,
+            settings.store,
+            extra={"index": settings.index, "topology": running.topology.describe()},
+        )
+        yield
+        await asyncio.to_thread(running.stop)
+
+    app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_request_bytes
+    )
+    install_error_handlers(app)
+
+    def readiness() -> tuple[bool, str]:
+        running: ShardService | None = getattr(app.state, "service", None)
+        return running.readiness() if running is not None else (False, "starting")
+
+    app.include_router(health_router(readiness))
+    app.include_router(metrics_router(http_metrics))
+
+    @app.post("/search", response_model=ShardCandidates)
+    async def search(body: ShardSearchRequest, service: ServiceDep) -> ShardCandidates:
+        """Top k·refine candidates of each query over exactly the partitions named."""
+        return await service.search(body)
+
+    @app.get("/items/{item_id}", response_model=ShardItem)
+    async def item(
+        item_id: int, service: ServiceDep, version: Annotated[str | None, Query()] = None
+    ) -> ShardItem:
+        """One indexed image: 404 if unknown, 409 if its partition is not served here."""
+        return service.item(item_id, version)
+
+    @app.get("/info", response_model=ShardInfo)
+    async def info(service: ServiceDep) -> ShardInfo:
+        """What this shard serves now; the router plans every query from it."""
+        return service.info()
+
+    return app

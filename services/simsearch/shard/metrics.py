@@ -1,0 +1,65 @@
+"""The shard's Prometheus metrics: what an operator needs to see a shard load and serve.
+
+Loading (bytes downloaded, cache reuse, seconds per partition, partitions by state) tells
+whether a rebalance or a new version is progressing; searching (requests, queries,
+latency) tells whether the shard keeps up. All live in the app's own registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ShardMetrics:
+    """Counters, gauges and histograms of one shard process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.searches = Counter(
+            "simsearch_shard_searches",
+            "Search requests by outcome (ok, or the error code).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.queries = Counter(
+            "simsearch_shard_queries", "Query vectors searched.", registry=registry
+        )
+        self.search_seconds = Histogram(
+            "simsearch_shard_search_seconds",
+            "FAISS search + exact re-ranking time of one request.",
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.partitions = Gauge(
+            "simsearch_shard_partitions",
+            "Partitions by state (ready, loading, failed), over all loaded versions.",
+            ["state"],
+            registry=registry,
+        )
+        self.versions = Gauge(
+            "simsearch_shard_versions", "Index versions held in memory.", registry=registry
+        )
+        self.replicas = Gauge(
+            "simsearch_shard_replicas", "Shard count the topology reports.", registry=registry
+        )
+        self.downloaded_bytes = Counter(
+            "simsearch_shard_downloaded_bytes",
+            "Bytes downloaded from the object store into the cache.",
+            registry=registry,
+        )
+        self.cache_hits = Counter(
+            "simsearch_shard_cache_hits",
+            "Files found already verified in the local cache (no download).",
+            registry=registry,
+        )
+        self.load_failures = Counter(
+            "simsearch_shard_load_failures",
+            "Partition load attempts that failed.",
+            registry=registry,
+        )
+        self.load_seconds = Histogram(
+            "simsearch_shard_partition_load_seconds",
+            "Time to fetch, verify and open one partition.",
+            registry=registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )

@@ -1,0 +1,370 @@
+"""The shard's work, independent of HTTP: poll the store, hold partitions, answer queries.
+
+A background thread (`ShardService._run`) polls every `poll_s`: it reads `CURRENT` and the
+topology and hands them to `Holdings.reconcile`, which downloads, verifies and loads in
+that same thread — loading is I/O and hashing, and a thread keeps it off the event loop
+without making search wait. Any failure of a poll (store unreachable, corrupt manifest)
+is logged and reported by `/health/ready` and the shard simply tries again next tick.
+
+Searches run in a small thread pool: FAISS releases the GIL, so concurrent requests scan
+in parallel while the event loop keeps accepting connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+import simsearch
+from simsearch.common.errors import (
+    InvalidParameter,
+    InvalidVector,
+    NotFound,
+    SimsearchError,
+)
+from simsearch.common.ids import MAX_ID
+from simsearch.common.layout import IndexLayout, Manifest
+from simsearch.common.telemetry import run_in_context
+from simsearch.common.wire import (
+    ShardCandidates,
+    ShardInfo,
+    ShardItem,
+    ShardSearchRequest,
+    ShardVersionInfo,
+    decode_array,
+    encode_array,
+)
+from simsearch.shard.metrics import ShardMetrics
+from simsearch.shard.searcher import Searcher
+from simsearch.shard.settings import ShardSettings
+from simsearch.shard.topology import Topology
+from simsearch.shard.versions import Holdings, VersionView
+
+__all__ = ["NotServed", "PartitionsNotReady", "ShardService", "VersionNotLoaded"]
+
+log = logging.getLogger(__name__)
+
+
+class NotServed(SimsearchError):
+    """409: this shard does not serve what was asked *now*; another holder may.
+
+    Not a 404: the thing exists, it is just not (or no longer, or not yet) loaded here,
+    which during a rebalance or a version switch is normal. The router retries elsewhere.
+    """
+
+    status_code = 409
+    code = "not_served"
+
+
+class VersionNotLoaded(NotServed):
+    """The requested index version is not held by this shard."""
+
+    code = "version_not_loaded"
+
+
+class PartitionsNotReady(NotServed):
+    """Some requested partitions are not ready on this shard (not owned, loading, failed)."""
+
+    code = "partitions_not_ready"
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A validated search request, bound to the version snapshot it runs against."""
+
+    view: VersionView
+    queries: np.ndarray
+    wanted: list[int]
+    k: int
+    nprobe: int
+    refine: int
+
+
+class ShardService:
+    """Owns the holdings, the poller thread and the search pool of one shard process."""
+
+    def __init__(
+        self,
+        settings: ShardSettings,
+        layout: IndexLayout,
+        topology: Topology,
+        holdings: Holdings,
+        metrics: ShardMetrics,
+    ) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.topology = topology
+        self.holdings = holdings
+        self.metrics = metrics
+        self.replicas_seen = 0  # until the first poll reads the topology
+        self.last_error: str | None = None
+        self._manifests: dict[str, Manifest] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(settings.search_workers, "search")
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        """Start polling (and so loading) in the background; returns at once."""
+        self._thread = threading.Thread(target=self._run, name="shard-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop polling (a load in progress stops between partitions) and the search pool."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll_once()
+            self._stop.wait(self.settings.poll_s)
+
+    def poll_once(self) -> None:
+        """One tick: read topology and CURRENT, reconcile; failures are kept, not raised."""
+        try:
+            self.replicas_seen = self.topology.replicas()
+            manifest = self._live_manifest()
+            if manifest is None:
+                self._note_error(
+                    f"index {self.layout.name!r} has no published version in "
+                    f"{self.layout.store.uri} yet"
+                )
+                return
+            self.holdings.reconcile(manifest, self.replicas_seen, self._stop.is_set)
+            self.last_error = None
+        except SimsearchError as err:
+            self._note_error(err.reason)
+        except Exception as err:  # a bug, but the shard keeps serving what it has
+            log.exception("poll failed")
+            self._note_error(f"{type(err).__name__}: {err}")
+        finally:
+            self._update_gauges()
+
+    def _note_error(self, reason: str) -> None:
+        if reason != self.last_error:  # once per distinct problem, not every tick
+            log.warning("poll: %s", reason)
+        self.last_error = reason
+
+    def _live_manifest(self) -> Manifest | None:
+        """The manifest CURRENT points at (read once per version, then remembered)."""
+        version = self.layout.current()
+        if version is None:
+            return None
+        manifest = self._manifests.get(version)
+        if manifest is None:
+            manifest = self.layout.load_manifest(version)
+            held = {view.version for view in self.holdings.views()}
+            self._manifests = {v: m for v, m in self._manifests.items() if v in held}
+            self._manifests[version] = manifest
+        return manifest
+
+    def _update_gauges(self) -> None:
+        for state, count in self.holdings.counts().items():
+            self.metrics.partitions.labels(state).set(count)
+        self.metrics.versions.set(len(self.holdings.views()))
+        self.metrics.replicas.set(self.replicas_seen)
+
+    # ---- readiness and info
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a version has been through a full load pass and serves something.
+
+        A partition that failed does not hold readiness back: the router plans from
+        `/info`, so the healthy partitions stay useful while the failed one is retried.
+        """
+        views = self.holdings.views()
+        serving = [v for v in views if v.settled and (v.ready or not v.assigned)]
+        if serving:
+            view = serving[-1]
+            failed = f", {len(view.failed)} failed" if view.failed else ""
+            return True, (
+                f"serving {view.version}: {len(view.ready)}/{len(view.assigned)} partitions "
+                f"ready{failed}"
+            )
+        if self.last_error:
+            return False, self.last_error
+        if views:
+            view = views[-1]
+            return False, (
+                f"loading {view.version}: {len(view.ready)}/{len(view.assigned)} partitions ready"
+            )
+        return False, "waiting for the first poll of the index"
+
+    def info(self) -> ShardInfo:
+        """What the router plans from: versions and the partitions ready in each."""
+        return ShardInfo(
+            ordinal=self.settings.ordinal,
+            replicas=self.replicas_seen,
+            index=self.layout.name,
+            ready=self.readiness()[0],
+            versions=[self._version_info(view) for view in self.holdings.views()],
+            rss_bytes=rss_bytes(),
+            version=simsearch.__version__,
+        )
+
+    def _version_info(self, view: VersionView) -> ShardVersionInfo:
+        manifest = view.manifest
+        return ShardVersionInfo(
+            version=view.version,
+            partitions=manifest.partitions,
+            ready=sorted(view.ready),
+            loading=sorted(view.loading),
+            failed=view.failed,
+            dim=manifest.model.dim,
+            nprobe=self.settings.nprobe or manifest.params.nprobe,
+            refine=self.settings.refine or manifest.params.refine,
+            vectors=sum(served.info.count for served in view.ready.values()),
+            model=manifest.model.name,
+        )
+
+    # ---- search
+
+    async def search(self, request: ShardSearchRequest) -> ShardCandidates:
+        """Validate, then search the requested partitions in the pool."""
+        try:
+            plan = self.plan(request)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._pool, run_in_context(self.execute), plan)
+        except SimsearchError as err:
+            self.metrics.searches.labels(err.code).inc()
+            raise
+        self.metrics.searches.labels("ok").inc()
+        self.metrics.queries.inc(len(plan.queries))
+        return result
+
+    def plan(self, request: ShardSearchRequest) -> SearchPlan:
+        """Every check a request must pass before FAISS sees it; 4xx reasons name the field."""
+        view = self._view(request.version)
+        wanted = sorted(set(request.partitions))
+        self._check_partitions(view, wanted)
+        dim = view.manifest.model.dim
+        if request.dim != dim:
+            raise InvalidVector(f"query dim is {request.dim}; version {view.version} has {dim}")
+        limit = self.settings.max_batch_queries
+        if request.nq > limit:
+            raise InvalidParameter(f"nq={request.nq} queries; at most {limit} per request")
+        if request.k > self.settings.max_k:
+            raise InvalidParameter(f"k={request.k} is over the limit of {self.settings.max_k}")
+        queries = decode_array(request.vectors_b64, "<f4", (request.nq, dim))
+        if not np.isfinite(queries).all():
+            raise InvalidVector("query vectors contain NaN or infinity")
+        params = view.manifest.params
+        nprobe = request.nprobe or self.settings.nprobe or params.nprobe
+        refine = request.refine or self.settings.refine or params.refine
+        if request.k * refine > self.settings.max_candidates:
+            raise InvalidParameter(
+                f"k·refine = {request.k}·{refine} candidates per query is over the limit of "
+                f"{self.settings.max_candidates}"
+            )
+        return SearchPlan(view, queries.astype(np.float32), wanted, request.k, nprobe, refine)
+
+    def _view(self, version: str) -> VersionView:
+        view = self.holdings.view(version)
+        if view is None:
+            held = [v.version for v in self.holdings.views()] or "none"
+            raise VersionNotLoaded(
+                f"version {version} is not loaded on shard {self.settings.ordinal} (loaded: {held})"
+            )
+        return view
+
+    def _check_partitions(self, view: VersionView, wanted: list[int]) -> None:
+        total = view.manifest.partitions
+        bad = [p for p in wanted if not 0 <= p < total]
+        if bad:
+            raise InvalidParameter(f"partitions {bad[:8]} do not exist: {view.version} has {total}")
+        missing = [p for p in wanted if p not in view.ready]
+        if missing:
+            why = {p: "failed" if p in view.failed else "loading" for p in missing}
+            why.update({p: "not held" for p in missing if p not in view.assigned})
+            raise PartitionsNotReady(
+                f"partitions {missing} of {view.version} are not ready on shard "
+                f"{self.settings.ordinal}: "
+                + ", ".join(f"{p} {state}" for p, state in sorted(why.items())[:16])
+            )
+
+    def execute(self, plan: SearchPlan) -> ShardCandidates:
+        """Run a validated plan (in a pool thread): FAISS scan, exact scores, paths."""
+        started = time.perf_counter()
+        view = plan.view
+        if plan.wanted and view.quantizer is not None:
+            partitions = {p: view.ready[p].partition for p in plan.wanted}
+            searcher = Searcher(view.quantizer, partitions, view.manifest.partitions)
+            found = searcher.search(plan.queries, plan.k, plan.wanted, plan.nprobe, plan.refine)
+            ids, approx, exact = found.ids, found.approx, found.exact
+        else:
+            ids = np.empty((len(plan.queries), 0), np.int64)
+            approx = exact = np.empty((len(plan.queries), 0), np.float32)
+        paths = candidate_paths(view, ids)
+        seconds = time.perf_counter() - started
+        self.metrics.search_seconds.observe(seconds)
+        return ShardCandidates(
+            version=view.version,
+            nq=len(plan.queries),
+            width=ids.shape[1],
+            ids_b64=encode_array(ids, "<i8"),
+            approx_b64=encode_array(approx, "<f4"),
+            exact_b64=encode_array(exact, "<f4"),
+            paths=paths,
+            took_ms=round(seconds * 1000, 3),
+        )
+
+    # ---- items
+
+    def item(self, id_: int, version: str | None = None) -> ShardItem:
+        """Path and exact vector of an indexed image held here (newest version by default)."""
+        if not 0 <= id_ <= MAX_ID:
+            raise InvalidParameter(f"id {id_} is outside the id range 0..{MAX_ID}")
+        views = [self._view(version)] if version else self.holdings.views()[::-1]
+        for view in views:
+            number = id_ % view.manifest.partitions
+            served = view.ready.get(number)
+            if served is None:
+                continue
+            features = served.partition.features
+            try:
+                row = int(features.rows_of(np.array([id_], dtype=np.int64))[0])
+            except InvalidParameter:
+                raise NotFound(f"no image with id {id_} in {view.version}") from None
+            return ShardItem(
+                id=id_,
+                version=view.version,
+                partition=number,
+                path=str(served.paths[row]),
+                vector_b64=encode_array(np.asarray(features.vectors[row], np.float32), "<f4"),
+            )
+        where = f"version {version}" if version else "any loaded version"
+        raise PartitionsNotReady(
+            f"id {id_}'s partition is not ready on shard {self.settings.ordinal} in {where}"
+        )
+
+
+def candidate_paths(view: VersionView, ids: np.ndarray) -> list[list[str]]:
+    """The stored path of every candidate id ("" for empty slots), from the in-memory paths."""
+    out = np.full(ids.shape, "", dtype=object)
+    owner = np.where(ids >= 0, ids % view.manifest.partitions, -1)
+    for number in np.unique(owner[owner >= 0]):
+        mask = owner == number
+        served = view.ready[int(number)]
+        out[mask] = served.paths[served.partition.features.rows_of(ids[mask])]
+    paths: list[list[str]] = out.tolist()
+    return paths
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process (mapped index pages the kernel keeps count too)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak, in KiB

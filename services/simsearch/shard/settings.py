@@ -1,0 +1,127 @@
+"""The shard's settings (`SIMSEARCH_*`), validated when the service starts.
+
+Identity is resolved here, once: the ordinal comes from `SIMSEARCH_SHARD_ORDINAL`, else
+from the pod-name suffix of `SIMSEARCH_POD_NAME` or `HOSTNAME` (a StatefulSet pod is
+named `<release>-shard-<n>`). A shard that cannot tell who it is would load the wrong
+partitions, so that is a start-up error, never a guess.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from simsearch.common.settings import ServiceSettings
+from simsearch.shard.topology import parse_ordinal
+
+
+class ShardSettings(ServiceSettings):
+    """Where the index is, who this shard is, how it learns the cluster size, search limits."""
+
+    port: int = Field(8002, ge=1, le=65535)
+    store: str = Field(
+        None,  # required: the validator below says how to set it
+        validate_default=True,
+        description="Root URI of the object store holding the index (s3://… or file://…).",
+    )
+    index: str = Field("default", description="Index name under index/<name>/ in the store.")
+    pod_name: str | None = Field(None, description="Pod name; the ordinal is its -<n> suffix.")
+    shard_ordinal: int | None = Field(
+        None,
+        ge=0,
+        validate_default=True,
+        description="This shard's ordinal; default: the pod name's (or HOSTNAME's) suffix.",
+    )
+    topology: Literal["static", "file"] = Field(
+        "static", description="How the shard count is known: a fixed number or a JSON file."
+    )
+    replicas: int = Field(1, ge=1, validate_default=True, description="Shard count (static).")
+    topology_file: Path | None = Field(
+        None, validate_default=True, description='JSON {"replicas": N} (file topology).'
+    )
+    replication: int = Field(1, ge=1, le=16, description="Shards holding each partition (R).")
+    cache_dir: Path | None = Field(
+        None, validate_default=True, description="Local folder for downloaded partition files."
+    )
+    poll_s: float = Field(5.0, gt=0, le=3600, description="How often CURRENT/topology are read.")
+    drain_s: float = Field(
+        10.0, ge=0, le=3600, description="Delay before dropping what is no longer owned."
+    )
+    nprobe: int | None = Field(None, ge=1, le=65536, description="Override the manifest's.")
+    refine: int | None = Field(None, ge=1, le=100, description="Override the manifest's.")
+    max_k: int = Field(1000, ge=1, le=1000)
+    max_batch_queries: int = Field(256, ge=1, le=1024)
+    max_candidates: int = Field(
+        20_000, ge=1, description="Largest k·refine one query may ask for (bounds memory)."
+    )
+    search_workers: int = Field(4, ge=1, le=256, description="Threads running FAISS searches.")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_given(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(
+                "required: the object store holding the index, e.g. s3://bucket/prefix or "
+                "file:///data/simsearch"
+            )
+        return value
+
+    @field_validator("shard_ordinal")
+    @classmethod
+    def _resolve_ordinal(cls, value: int | None, info: ValidationInfo) -> int:
+        if value is not None:
+            return value
+        for source in (info.data.get("pod_name"), os.environ.get("HOSTNAME")):
+            ordinal = parse_ordinal(source) if source else None
+            if ordinal is not None:
+                return ordinal
+        raise ValueError(
+            "cannot tell this shard's ordinal: set SIMSEARCH_SHARD_ORDINAL, or run it as a pod "
+            f"named <release>-shard-<n> (SIMSEARCH_POD_NAME / HOSTNAME is "
+            f"{info.data.get('pod_name') or os.environ.get('HOSTNAME')!r})"
+        )
+
+    @field_validator("replicas")
+    @classmethod
+    def _ordinal_in_range(cls, value: int, info: ValidationInfo) -> int:
+        ordinal = info.data.get("shard_ordinal")
+        if info.data.get("topology") == "static" and ordinal is not None and ordinal >= value:
+            raise ValueError(
+                f"shard ordinal {ordinal} (SIMSEARCH_SHARD_ORDINAL) needs at least "
+                f"{ordinal + 1} replicas with the static topology"
+            )
+        return value
+
+    @field_validator("topology_file")
+    @classmethod
+    def _file_for_file_topology(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if info.data.get("topology") == "file" and value is None:
+            raise ValueError('required with SIMSEARCH_TOPOLOGY=file: a JSON {"replicas": N}')
+        return value
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _default_cache(cls, value: Path | None, info: ValidationInfo) -> Path:
+        if value is not None:
+            return value
+        ordinal = info.data.get("shard_ordinal")
+        return Path(tempfile.gettempdir()) / f"simsearch-shard-{ordinal}"
+
+    @property
+    def ordinal(self) -> int:
+        """The resolved ordinal (validation guarantees one, or the settings do not build)."""
+        if self.shard_ordinal is None:  # pragma: no cover - excluded by the validator
+            raise RuntimeError("shard ordinal was not resolved")
+        return self.shard_ordinal
+
+    @property
+    def cache_path(self) -> Path:
+        """The resolved cache folder."""
+        if self.cache_dir is None:  # pragma: no cover - excluded by the validator
+            raise RuntimeError("cache_dir was not resolved")
+        return self.cache_dir

@@ -1,0 +1,137 @@
+"""The router's planner: which version a query runs on, and who searches which partition."""
+
+from __future__ import annotations
+
+from simsearch.common.wire import ShardVersionInfo
+from simsearch.router.planner import ShardView, choose_version, plan, versions
+
+OLD = "v20250101T000000Z-aaaaaa"
+NEW = "v20250102T000000Z-bbbbbb"
+NEWER = "v20250103T000000Z-cccccc"
+
+
+def held(
+    version: str, ready: list[int], p: int = 8, vectors: int | None = None
+) -> ShardVersionInfo:
+    return ShardVersionInfo(
+        version=version,
+        partitions=p,
+        ready=ready,
+        dim=32,
+        nprobe=1,
+        refine=1,
+        vectors=len(ready) * 10 if vectors is None else vectors,
+        model="test",
+    )
+
+
+def shard(url: str, *infos: ShardVersionInfo) -> ShardView:
+    return ShardView(url, {i.version: i for i in infos})
+
+
+def test_newest_fully_covered_version_wins() -> None:
+    shards = [
+        shard("a", held(OLD, [0, 1, 2, 3]), held(NEW, [0, 1, 2, 3])),
+        shard("b", held(OLD, [4, 5, 6, 7]), held(NEW, [4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None
+    assert choice.version == NEW and choice.complete and choice.coverage == 1.0
+    assert choice.vectors == 80
+
+
+def test_a_newer_version_still_loading_does_not_take_over() -> None:
+    """While NEWER loads (half its partitions ready), the complete NEW keeps answering."""
+    shards = [
+        shard("a", held(NEW, [0, 1, 2, 3]), held(NEWER, [0, 1, 2, 3])),
+        shard("b", held(NEW, [4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == NEW and choice.complete
+
+
+def test_no_complete_version_takes_the_best_coverage_and_is_partial() -> None:
+    shards = [
+        shard("a", held(OLD, [0, 1, 2, 3, 4, 5]), held(NEW, [0, 1, 2, 3])),
+        shard("b", held(NEWER, [0])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None
+    assert choice.version == OLD and not choice.complete
+    assert choice.coverage == 6 / 8
+
+
+def test_equal_coverage_prefers_the_newer_version() -> None:
+    shards = [shard("a", held(OLD, [0, 1]), held(NEW, [2, 3]))]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == NEW and choice.coverage == 0.25
+
+
+def test_nothing_ready_anywhere_is_none() -> None:
+    assert choose_version([]) is None
+    assert choose_version([shard("a", held(NEW, []))]) is None
+
+
+def test_partitions_outside_range_and_odd_shapes_are_ignored() -> None:
+    odd = ShardVersionInfo(
+        version=NEW, partitions=4, ready=[0, 1], dim=32, nprobe=1, refine=1, vectors=5, model="x"
+    )
+    shards = [
+        shard("a", held(NEW, [0, 1, 2, 3, 99])),
+        shard("b", held(NEW, [4, 5, 6, 7])),
+        shard("c", odd),  # disagrees with the others on P: not trusted
+    ]
+    (choice,) = versions(shards)
+    assert choice.partitions == 8 and choice.complete
+    assert set(choice.holders) == {"a", "b"}
+
+
+def test_plan_gives_each_partition_to_exactly_one_shard() -> None:
+    """During a rebalance partitions 2 and 3 are ready on both shards: asked once each."""
+    shards = [
+        shard("a", held(NEW, [0, 1, 2, 3])),
+        shard("b", held(NEW, [2, 3, 4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None
+    result = plan(choice)
+    asked = sorted(p for parts in result.assignments.values() for p in parts)
+    assert asked == list(range(8)) and result.uncovered == []
+    assert {len(parts) for parts in result.assignments.values()} == {4}  # balanced
+    assert set(result.assignments["a"]) >= {0, 1}
+
+
+def test_plan_counts_overlapping_vectors_once() -> None:
+    shards = [
+        shard("a", held(NEW, [0, 1, 2, 3], vectors=40)),
+        shard("b", held(NEW, [2, 3, 4, 5, 6, 7], vectors=60)),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.vectors == 80
+
+
+def test_replan_excludes_failed_shards_and_reports_the_uncovered() -> None:
+    shards = [
+        shard("a", held(NEW, [0, 1, 2, 3])),
+        shard("b", held(NEW, [2, 3, 4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None
+    retry = plan(choice, [0, 1, 2, 3], exclude={"a"})
+    assert retry.assignments == {"b": [2, 3]}
+    assert retry.uncovered == [0, 1]
+
+
+def test_holders_of_an_item_partition() -> None:
+    choice = choose_version([shard("b", held(NEW, [1, 2])), shard("a", held(NEW, [2, 3]))])
+    assert choice is not None
+    assert choice.holders_of(2) == ["a", "b"]
+    assert choice.holders_of(0) == []
+
+
+def test_prefer_breaks_ties_between_equally_loaded_shards() -> None:
+    shards = [shard("a", held(NEW, list(range(8)))), shard("b", held(NEW, list(range(8))))]
+    choice = choose_version(shards)
+    assert choice is not None
+    result = plan(choice, [5], prefer={"a": 9.0, "b": 1.0}.__getitem__)
+    assert result.assignments == {"b": [5]}

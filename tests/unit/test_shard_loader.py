@@ -1,0 +1,233 @@
+"""Partition loading: verified cache reuse, corrupt files, make-before-break on changes.
+
+Real indexes (write_index on a FileStore) and real files; only the clock is fake, so the
+drain delays can be stepped through without sleeping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from simsearch.common.layout import CorruptIndex, FileRef, IndexLayout, Manifest, ModelInfo
+from simsearch.common.placement import partitions_for
+from simsearch.common.storage import FileStore
+from simsearch.indexer.writer import write_index
+from simsearch.shard.loader import PartitionCache
+from simsearch.shard.metrics import ShardMetrics
+from simsearch.shard.versions import Holdings
+
+P = 8
+N = 2000
+DIM = 32
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def publish(layout: IndexLayout, seed: int = 0, n: int = N) -> Manifest:
+    """A real published version of n unit vectors (ids/paths stable across seeds)."""
+    vectors = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) * 7919 + 11
+    paths = [f"img/{i}.jpg" for i in range(n)]
+    return write_index(layout, ids, vectors, paths, ModelInfo(name="test", dim=DIM), partitions=P)
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> IndexLayout:
+    return IndexLayout(FileStore(tmp_path / "store"))
+
+
+def cache_for(layout: IndexLayout, folder: Path) -> tuple[PartitionCache, ShardMetrics]:
+    metrics = ShardMetrics(CollectorRegistry())
+    return PartitionCache(layout, folder, metrics), metrics
+
+
+def value(metric: object) -> float:
+    return float(metric._value.get())  # type: ignore[attr-defined]
+
+
+def store_path(layout: IndexLayout, ref: FileRef) -> Path:
+    """The file behind `ref` in a FileStore."""
+    return Path(layout.store.uri.removeprefix("file://"), layout.resolve(ref))
+
+
+def corrupt(layout: IndexLayout, manifest: Manifest, p: int) -> bytes:
+    """Flip bytes of partition p's features.h5 in the store (same size); the old bytes."""
+    path = store_path(layout, manifest.partition_files[p].features)
+    original = path.read_bytes()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2 : len(damaged) // 2 + 64] = bytes(64)
+    damaged[-16:] = b"x" * 16
+    path.write_bytes(bytes(damaged))
+    assert path.stat().st_size == len(original)
+    return original
+
+
+def test_cached_files_that_verify_are_reused(layout: IndexLayout, tmp_path: Path) -> None:
+    manifest = publish(layout)
+    cache, metrics = cache_for(layout, tmp_path / "cache")
+    quantizer = cache.load_quantizer(manifest)
+    served = cache.load_partition(manifest, 3, quantizer)
+    assert served.partition.index.ntotal == manifest.partition_files[3].count
+    assert len(served.paths) == manifest.partition_files[3].count
+    assert value(metrics.downloaded_bytes) > 0
+    # a restarted shard: same folder, new process state → no download at all
+    again, fresh = cache_for(layout, tmp_path / "cache")
+    again.load_partition(manifest, 3, again.load_quantizer(manifest))
+    assert value(fresh.downloaded_bytes) == 0
+    assert value(fresh.cache_hits) == 3  # trained.faiss, index.faiss, features.h5
+
+
+def test_a_damaged_cached_copy_is_downloaded_again(layout: IndexLayout, tmp_path: Path) -> None:
+    manifest = publish(layout)
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    local = cache.fetch(manifest.partition_files[0].index)
+    local.write_bytes(b"\0" * local.stat().st_size)  # bit rot on the cache volume
+    again, metrics = cache_for(layout, tmp_path / "cache")
+    assert again.fetch(manifest.partition_files[0].index) == local
+    assert value(metrics.downloaded_bytes) == manifest.partition_files[0].index.size
+    assert value(metrics.cache_hits) == 0
+
+
+def test_a_store_file_with_the_wrong_sha256_is_refused_and_not_cached(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    manifest = publish(layout)
+    original = corrupt(layout, manifest, 5)
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    ref = manifest.partition_files[5].features
+    with pytest.raises(CorruptIndex, match="sha256"):
+        cache.fetch(ref)
+    assert not cache.path_of(ref).exists()  # nothing left that could pass for a cached copy
+    store_path(layout, ref).write_bytes(original)
+    assert cache.fetch(ref).is_file()
+
+
+def test_holdings_serve_the_rest_and_retry_a_corrupt_partition(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    manifest = publish(layout)
+    original = corrupt(layout, manifest, 5)
+    cache, metrics = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=0, replication=1, drain_s=10, clock=Clock())
+    holdings.reconcile(manifest, replicas=1)
+    view = holdings.view(manifest.version)
+    assert view is not None and view.settled and not view.complete
+    assert sorted(view.ready) == [p for p in range(P) if p != 5]
+    assert "sha256" in view.failed[5]
+    holdings.reconcile(manifest, replicas=1)  # retried on every tick, still failing
+    assert value(metrics.load_failures) == 2
+    store_path(layout, manifest.partition_files[5].features).write_bytes(original)
+    holdings.reconcile(manifest, replicas=1)
+    view = holdings.view(manifest.version)
+    assert view is not None and view.complete and view.failed == {}
+    assert sorted(view.ready) == list(range(P))
+
+
+def test_scaling_out_loads_first_and_drops_after_the_drain(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    manifest = publish(layout)
+    clock = Clock()
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=0, replication=1, drain_s=10, clock=clock)
+    holdings.reconcile(manifest, replicas=1)
+    keep = set(partitions_for(0, P, 3))
+    holdings.reconcile(manifest, replicas=3)  # two new shards: partitions move away
+    view = holdings.view(manifest.version)
+    assert view is not None
+    assert view.assigned == keep
+    assert sorted(view.ready) == list(range(P))  # still served during the drain
+    clock.now += 9
+    holdings.reconcile(manifest, replicas=3)
+    assert len(holdings.views()[0].ready) == P
+    clock.now += 2
+    holdings.reconcile(manifest, replicas=3)
+    assert set(holdings.views()[0].ready) == keep
+    gone = min(set(range(P)) - keep)
+    assert not cache.path_of(manifest.partition_files[gone].index).exists()
+    assert cache.path_of(manifest.partition_files[min(keep)].index).exists()
+
+
+def test_a_partition_owned_again_during_its_drain_is_kept(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    manifest = publish(layout)
+    clock = Clock()
+    cache, metrics = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=0, replication=1, drain_s=10, clock=clock)
+    holdings.reconcile(manifest, replicas=1)
+    holdings.reconcile(manifest, replicas=3)
+    clock.now += 5
+    holdings.reconcile(manifest, replicas=1)  # scaled back before the drain ended
+    clock.now += 60
+    holdings.reconcile(manifest, replicas=1)
+    assert len(holdings.views()[0].ready) == P
+    assert value(metrics.downloaded_bytes) == sum(ref.size for ref in manifest.files())
+
+
+def test_a_new_version_replaces_the_old_one_after_the_drain(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    old = publish(layout, seed=0)
+    clock = Clock()
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=1, replication=1, drain_s=10, clock=clock)
+    holdings.reconcile(old, replicas=2)
+    new = publish(layout, seed=1)
+    holdings.reconcile(new, replicas=2)
+    assert [v.version for v in holdings.views()] == [old.version, new.version]
+    assert all(v.complete for v in holdings.views())
+    clock.now += 11
+    holdings.reconcile(new, replicas=2)
+    assert [v.version for v in holdings.views()] == [new.version]
+    assert not cache.path_of(old.trained).exists()
+    assert cache.path_of(new.trained).exists()
+
+
+def test_at_most_two_versions_and_the_complete_one_is_kept(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    first = publish(layout, seed=0)
+    clock = Clock()
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=0, replication=1, drain_s=10, clock=clock)
+    holdings.reconcile(first, replicas=1)
+    second = publish(layout, seed=1)
+    corrupt(layout, second, 2)  # the second never completes here
+    holdings.reconcile(second, replicas=1)
+    third = publish(layout, seed=2)
+    holdings.reconcile(third, replicas=1)
+    # the second was superseded before it completed: dropped at once; first is the fallback
+    # until the third is complete, then dropped after the drain
+    assert [v.version for v in holdings.views()] == [first.version, third.version]
+    clock.now += 11
+    holdings.reconcile(third, replicas=1)
+    assert [v.version for v in holdings.views()] == [third.version]
+
+
+def test_a_restart_sweeps_files_it_no_longer_serves(layout: IndexLayout, tmp_path: Path) -> None:
+    old = publish(layout, seed=0)
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    Holdings(cache, ordinal=0, replication=1, drain_s=10).reconcile(old, replicas=1)
+    stray = cache.root / "versions" / "junk.simsearch-tmp"
+    stray.write_bytes(b"half a download")
+    new = publish(layout, seed=1)
+    restarted, _ = cache_for(layout, tmp_path / "cache")
+    Holdings(restarted, ordinal=0, replication=1, drain_s=10).reconcile(new, replicas=2)
+    files = {p.relative_to(cache.root).as_posix() for p in cache.root.rglob("*") if p.is_file()}
+    expected = {new.trained.key}
+    for p in partitions_for(0, P, 2):
+        expected |= {new.partition_files[p].index.key, new.partition_files[p].features.key}
+    assert files == expected

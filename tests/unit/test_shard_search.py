@@ -1,0 +1,224 @@
+"""The shard service in process: request checks, exact answers, items, info, concurrency.
+
+Two shards (ordinals 0 and 1 of 2) are built over one real index; their candidates merged
+must equal brute force on the exact ("IVF1,Flat") plan, and concurrent searches with
+different nprobe on an IVF-PQ index must equal the same searches run one by one.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from simsearch.common.errors import InvalidParameter, InvalidVector, NotFound
+from simsearch.common.layout import IndexLayout, IndexParams, Manifest, ModelInfo
+from simsearch.common.storage import FileStore
+from simsearch.common.topk import Candidates, merge
+from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_array, encode_array
+from simsearch.indexer.writer import write_index
+from simsearch.shard.app import build_service
+from simsearch.shard.metrics import ShardMetrics
+from simsearch.shard.service import PartitionsNotReady, ShardService, VersionNotLoaded
+from simsearch.shard.settings import ShardSettings
+
+P = 8
+N = 2000
+DIM = 32
+K = 10
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((rows, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+IDS = np.arange(N, dtype=np.int64) * 7919 + 11
+VECTORS = unit(N, 0)
+PATHS = [f"img/{i}.jpg" for i in range(N)]
+
+
+def shard(root: Path, ordinal: int, replicas: int, cache: Path) -> ShardService:
+    settings = ShardSettings(
+        store=str(root), shard_ordinal=ordinal, replicas=replicas, cache_dir=cache
+    )
+    service = build_service(settings, ShardMetrics(CollectorRegistry()))
+    service.poll_once()
+    return service
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
+    root = tmp_path_factory.mktemp("store")
+    layout = IndexLayout(FileStore(root))
+    model = ModelInfo(name="test", dim=DIM)
+    return root, write_index(layout, IDS, VECTORS, PATHS, model, partitions=P)
+
+
+@pytest.fixture(scope="module")
+def shards(
+    index: tuple[Path, Manifest], tmp_path_factory: pytest.TempPathFactory
+) -> list[ShardService]:
+    root, _ = index
+    return [shard(root, o, 2, tmp_path_factory.mktemp(f"cache{o}")) for o in (0, 1)]
+
+
+def request(version: str, partitions: list[int], queries: np.ndarray, **extra: object) -> object:
+    fields: dict[str, object] = {
+        "version": version,
+        "partitions": partitions,
+        "k": K,
+        "dim": queries.shape[1],
+        "nq": len(queries),
+        "vectors_b64": encode_array(queries, "<f4"),
+        **extra,
+    }
+    return ShardSearchRequest.model_validate(fields)
+
+
+def candidates(answer: ShardCandidates) -> Candidates:
+    shape = (answer.nq, answer.width)
+    return Candidates(
+        decode_array(answer.ids_b64, "<i8", shape),
+        decode_array(answer.approx_b64, "<f4", shape),
+        decode_array(answer.exact_b64, "<f4", shape),
+    )
+
+
+def search(service: ShardService, req: object) -> ShardCandidates:
+    assert isinstance(req, ShardSearchRequest)
+    return service.execute(service.plan(req))
+
+
+def test_two_shards_merged_equal_brute_force(
+    shards: list[ShardService], index: tuple[Path, Manifest]
+) -> None:
+    _, manifest = index
+    held = [sorted(s.holdings.views()[0].ready) for s in shards]
+    assert sorted(held[0] + held[1]) == list(range(P))
+    queries = unit(20, 1)
+    answers = [
+        search(s, request(manifest.version, h, queries)) for s, h in zip(shards, held, strict=True)
+    ]
+    ids, scores = merge([candidates(a) for a in answers], K, K)
+    truth = np.argsort(-(queries @ VECTORS.T), axis=1)[:, :K]
+    assert np.array_equal(ids, IDS[truth])
+    assert np.allclose(scores, np.take_along_axis(queries @ VECTORS.T, truth, 1), atol=1e-5)
+    for answer in answers:  # every candidate carries its stored path
+        got = candidates(answer).ids
+        expected = [[PATHS[int((i - 11) // 7919)] for i in row] for row in got]
+        assert answer.paths == expected
+
+
+def test_request_checks_name_the_problem(
+    shards: list[ShardService], index: tuple[Path, Manifest]
+) -> None:
+    _, manifest = index
+    service = shards[0]
+    mine = sorted(service.holdings.views()[0].ready)
+    other = sorted(set(range(P)) - set(mine))
+    q = unit(2, 2)
+    cases: list[tuple[object, type[Exception], str]] = [
+        (request("v20200101T000000Z-abcdef", mine, q), VersionNotLoaded, "not loaded"),
+        (request(manifest.version, [*mine, other[0]], q), PartitionsNotReady, "not held"),
+        (request(manifest.version, [P], q), InvalidParameter, "do not exist"),
+        (request(manifest.version, mine, unit(2, 2)[:, :16]), InvalidVector, "dim is 16"),
+        (request(manifest.version, mine, np.full((2, DIM), np.nan)), InvalidVector, "NaN"),
+        (request(manifest.version, mine, q, refine=100, k=1000), InvalidParameter, "k·refine"),
+    ]
+    for req, error, words in cases:
+        with pytest.raises(error, match=words):
+            search(service, req)
+    bad = request(manifest.version, mine, q).model_copy(update={"vectors_b64": "AAAA"})
+    with pytest.raises(InvalidVector, match="bytes"):
+        search(service, bad)
+
+
+def test_empty_partition_list_answers_nothing(
+    shards: list[ShardService], index: tuple[Path, Manifest]
+) -> None:
+    answer = search(shards[0], request(index[1].version, [], unit(3, 3)))
+    assert (answer.nq, answer.width, answer.paths) == (3, 0, [[], [], []])
+
+
+def test_items_by_id(shards: list[ShardService], index: tuple[Path, Manifest]) -> None:
+    _, manifest = index
+    row = 123
+    owner = int(IDS[row] % P)
+    holder = next(s for s in shards if owner in s.holdings.views()[0].ready)
+    other = next(s for s in shards if s is not holder)
+    item = holder.item(int(IDS[row]))
+    assert (item.path, item.partition, item.version) == (PATHS[row], owner, manifest.version)
+    assert np.allclose(decode_array(item.vector_b64, "<f4", (DIM,)), VECTORS[row])
+    assert holder.item(int(IDS[row]), manifest.version).path == PATHS[row]
+    with pytest.raises(PartitionsNotReady):
+        other.item(int(IDS[row]))
+    missing = int(IDS[row]) + P * 1000  # same partition, no such image
+    with pytest.raises(NotFound):
+        holder.item(missing)
+    with pytest.raises(InvalidParameter):
+        holder.item(-1)
+
+
+def test_info_and_readiness(shards: list[ShardService], index: tuple[Path, Manifest]) -> None:
+    info = shards[1].info()
+    assert (info.ordinal, info.replicas, info.index, info.ready) == (1, 2, "default", True)
+    (version,) = info.versions
+    assert version.version == index[1].version
+    assert (version.dim, version.model, version.nprobe, version.refine) == (DIM, "test", 1, 1)
+    assert version.vectors == sum(index[1].partition_files[p].count for p in version.ready)
+    assert info.rss_bytes > 10_000_000
+    ready, reason = shards[1].readiness()
+    assert ready and f"{len(version.ready)}/{len(version.ready)} partitions ready" in reason
+
+
+def test_not_ready_before_anything_is_published(tmp_path: Path) -> None:
+    settings = ShardSettings(store=str(tmp_path / "empty"), shard_ordinal=0, cache_dir=tmp_path)
+    service = build_service(settings, ShardMetrics(CollectorRegistry()))
+    assert service.readiness() == (False, "waiting for the first poll of the index")
+    service.poll_once()
+    ready, reason = service.readiness()
+    assert not ready and "no published version" in reason
+
+
+def test_not_ready_until_the_topology_file_appears(
+    index: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    topology = tmp_path / "topology.json"
+    settings = ShardSettings(
+        store=str(index[0]),
+        shard_ordinal=1,
+        topology="file",
+        topology_file=topology,
+        cache_dir=tmp_path / "cache",
+    )
+    service = build_service(settings, ShardMetrics(CollectorRegistry()))
+    service.poll_once()
+    ready, reason = service.readiness()
+    assert not ready and "topology.json: missing" in reason
+    topology.write_text('{"replicas": 2}')
+    service.poll_once()
+    assert service.readiness()[0] and service.info().replicas == 2
+
+
+def test_concurrent_searches_with_different_nprobe_agree_with_serial(tmp_path: Path) -> None:
+    layout = IndexLayout(FileStore(tmp_path / "store"))
+    params = IndexParams(
+        factory="IVF16,PQ8x4", nlist=16, pq_m=8, nbits=4, nprobe=2, refine=4, train_size=N
+    )
+    manifest = write_index(
+        layout, IDS, VECTORS, PATHS, ModelInfo(name="t", dim=DIM), partitions=P, params=params
+    )
+    service = shard(tmp_path / "store", 0, 1, tmp_path / "cache")
+    queries = unit(8, 4)
+    reqs = [request(manifest.version, list(range(P)), queries, nprobe=n) for n in (1, 4, 16)] * 8
+    serial = [search(service, r) for r in reqs]
+    with ThreadPoolExecutor(8) as pool:
+        parallel = list(pool.map(lambda r: search(service, r), reqs))
+    for one, other in zip(serial, parallel, strict=True):
+        assert one.ids_b64 == other.ids_b64 and one.exact_b64 == other.exact_b64
+    assert serial[0].ids_b64 != serial[2].ids_b64  # nprobe really changes the answer
+    assert serial[0].width == K * 4  # the manifest's refine
