@@ -1,0 +1,79 @@
+"""`simsearch up / scale / status / down`: the local cluster a user starts with `make demo`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.s3server import free_port
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simsearch.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+
+
+def wait_for(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise TimeoutError("condition not met")
+
+
+def test_up_search_scale_down(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    for photo in sorted(SAMPLES.glob("*/*.jpg"))[::20]:
+        (images / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, images / photo.parent.name / photo.name)
+    port = free_port()
+    up = cli(
+        "up",
+        "--images",
+        str(images),
+        "--shards",
+        "2",
+        "--port",
+        str(port),
+        "--partitions",
+        "8",
+        cwd=tmp_path,
+    )
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        url = f"http://127.0.0.1:{port}"
+        assert url in up.stdout
+        assert "<title>simsearch</title>" in httpx.get(url).text
+        photo = sorted(images.glob("*/*.jpg"))[3]
+        with photo.open("rb") as handle:
+            body = httpx.post(f"{url}/search/image", files={"file": handle}, timeout=60).json()
+        assert body["results"][0]["path"] == f"{photo.parent.name}/{photo.name}"
+        assert body["results"][0]["similarity_score"] >= 0.99
+
+        assert cli("scale", "3", cwd=tmp_path).returncode == 0
+        wait_for(lambda: httpx.get(f"{url}/health").json()["shards"]["total"] == 3)
+        assert cli("scale", "1", cwd=tmp_path).returncode == 0
+        wait_for(lambda: httpx.get(f"{url}/health").json()["status"] == "healthy")
+        assert "shard-0" in cli("status", cwd=tmp_path).stdout
+    finally:
+        down = cli("down", cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
