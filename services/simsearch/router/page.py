@@ -60,5 +60,7 @@ $('form').onsubmit = (e) => { e.preventDefault();
   const data = new FormData(); data.append('file', $('file').files[0]);
   search(fetch(`search/image?k=${$('k').value}`, {method: 'POST', body: data})); };
 health(); setInterval(health, 10000);
+const similar = new URLSearchParams(location.search).get('similar');  // shareable result links
+if (similar) search(fetch(`search/similar/${similar}?k=${$('k').value}`));
 </script></body></html>
 """
