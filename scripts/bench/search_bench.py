@@ -200,6 +200,7 @@ def main() -> None:
     keys = [f"synthetic/{i:08d}.jpg" for i in range(args.n)]
     ids = key_ids(keys)
     store_dir = args.workdir / "store"
+    args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     manifest = write_index(
         IndexLayout(open_store(str(store_dir))),
