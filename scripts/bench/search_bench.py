@@ -183,6 +183,7 @@ def main() -> None:
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "simsearch-bench"
     )
+    parser.add_argument("--reuse", action="store_true", help="reuse the index in --workdir")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)

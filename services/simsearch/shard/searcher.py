@@ -9,6 +9,9 @@ re-scored exactly from the memory-mapped `features.h5` of their partitions.
 
 from __future__ import annotations
 
+import atexit
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ def load_quantizer(trained_path: Path) -> faiss.Index:
     ivf.own_fields = False  # keep the quantizer alive after the template is gone
     handle: Any = quantizer  # SWIG's `this` is not in faiss' stubs
     handle.this.own(True)
+    _TEMPLATES[id(quantizer)] = (template, quantizer)  # the shell `_combined` copies
     return quantizer
 
 
@@ -80,9 +84,8 @@ class Searcher:
         heap = faiss.ResultHeap(nq, kc, keep_max=True)
         coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
         coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
-        for number in wanted:
-            ivf = faiss.extract_index_ivf(self.partitions[number].index)
-            heap.add_result(*_scan(ivf, xq, kc, coarse_i, coarse_d))
+        combined = _combined([self.partitions[p] for p in sorted(set(wanted))], self.quantizer)
+        heap.add_result(*_scan(combined, xq, kc, coarse_i, coarse_d))
         heap.finalize()
         return Candidates(heap.I.copy(), heap.D.astype(np.float32), self._exact(xq, heap.I))
 
@@ -97,6 +100,51 @@ class Searcher:
             )
             scores[mask] = part_scores[mask]
         return scores
+
+
+_TEMPLATES: dict[int, tuple[faiss.Index, faiss.Index]] = {}  # id(quantizer) → its template
+_COMBINED: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+_COMBINED_LOCK = threading.Lock()
+_COMBINED_MAX = 8
+# free the stacks while FAISS' destructors still exist (SWIG warns at interpreter exit)
+atexit.register(_COMBINED.clear)
+atexit.register(_TEMPLATES.clear)
+
+
+def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
+    """One IVF index over several partitions' inverted lists (FAISS HStackInvertedLists).
+
+    Scanning partitions one by one recomputes the PQ look-up tables of every probed list
+    once per partition (64 partitions: 64× the work of one index). Stacking the lists of
+    the partitions asked for makes one scan with the tables computed once per query. The
+    stack only points at the memory-mapped lists; nothing is copied. Kept in a small LRU
+    keyed by the partitions' identity (a steady-state shard asks the same set every time).
+    """
+    key = tuple(id(part.index) for part in parts)
+    with _COMBINED_LOCK:
+        if key in _COMBINED:
+            _COMBINED.move_to_end(key)
+            return _COMBINED[key][0]
+    swig: Any = faiss  # InvertedListsPtrVector is not in faiss' stubs
+    lists = swig.InvertedListsPtrVector()
+    for part in parts:
+        lists.push_back(faiss.extract_index_ivf(part.index).invlists)
+    stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
+    # a copy of the (empty) trained template has the same codebooks and parameters; its
+    # copied quantizer is released and replaced by the shared one, its lists by the stack
+    combo: Any = faiss.clone_index(_TEMPLATES[id(quantizer)][0])  # a plain IVF index
+    if combo.own_fields:
+        combo.quantizer.this.own(True)
+    combo.quantizer = quantizer
+    combo.own_fields = False
+    combo.replace_invlists(stacked, False)
+    combo.ntotal = sum(faiss.extract_index_ivf(part.index).ntotal for part in parts)
+    entry = (combo, stacked, lists, parts)  # keep everything the stack points at alive
+    with _COMBINED_LOCK:
+        _COMBINED[key] = entry
+        while len(_COMBINED) > _COMBINED_MAX:
+            _COMBINED.popitem(last=False)
+    return combo
 
 
 def _scan(
