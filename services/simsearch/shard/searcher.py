@@ -10,6 +10,7 @@ re-scored exactly from the memory-mapped `features.h5` of their partitions.
 from __future__ import annotations
 
 import atexit
+import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -81,13 +82,12 @@ class Searcher:
         xq = np.ascontiguousarray(queries, dtype=np.float32)
         nprobe = min(nprobe, self.quantizer.ntotal)
         coarse_d, coarse_i = self.quantizer.search(xq, nprobe)
-        heap = faiss.ResultHeap(nq, kc, keep_max=True)
         coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
         coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
         combined = _combined([self.partitions[p] for p in sorted(set(wanted))], self.quantizer)
-        heap.add_result(*_scan(combined, xq, kc, coarse_i, coarse_d))
-        heap.finalize()
-        return Candidates(heap.I.copy(), heap.D.astype(np.float32), self._exact(xq, heap.I))
+        # one scan over the stacked lists is already the sorted top-kc: no heap to merge
+        dist, ids = _scan(combined, xq, kc, coarse_i, coarse_d)
+        return Candidates(ids, dist, self._exact(xq, ids))
 
     def _exact(self, xq: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact inner products of each candidate, read from its partition's features."""
@@ -106,9 +106,16 @@ _TEMPLATES: dict[int, tuple[faiss.Index, faiss.Index]] = {}  # id(quantizer) →
 _COMBINED: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 _COMBINED_LOCK = threading.Lock()
 _COMBINED_MAX = 8
-# free the stacks while FAISS' destructors still exist (SWIG warns at interpreter exit)
-atexit.register(_COMBINED.clear)
-atexit.register(_TEMPLATES.clear)
+
+
+def _release() -> None:
+    """Free the cached stacks while FAISS' destructors still exist (SWIG warns otherwise)."""
+    _COMBINED.clear()
+    _TEMPLATES.clear()
+    gc.collect()
+
+
+atexit.register(_release)
 
 
 def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
