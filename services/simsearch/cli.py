@@ -14,15 +14,25 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from simsearch.common.errors import ConfigError
+from simsearch.common.settings import ServiceSettings
 
 PLANNED = ("router", "shard")
 
 
-def _serve_embedder(args: argparse.Namespace) -> int:
+def _run(app: Any, settings: ServiceSettings) -> int:
+    """Serve `app` with uvicorn; our JSON logging, graceful shutdown within 10 s."""
     import uvicorn
 
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+    )
+    return 0
+
+
+def _serve_embedder(args: argparse.Namespace) -> int:
     from simsearch.common.settings import load_settings
     from simsearch.common.telemetry import configure_logging
     from simsearch.embedder.app import build_engine, create_app
@@ -39,15 +49,10 @@ def _serve_embedder(args: argparse.Namespace) -> int:
     configure_logging("embedder", settings.log_level, settings.log_format)
     engine = build_engine(settings)  # fail before binding the port if weights are missing
     app = create_app(settings, engine)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
-    )
-    return 0
+    return _run(app, settings)
 
 
 def _serve_router(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from simsearch.common.settings import load_settings
     from simsearch.common.telemetry import configure_logging
     from simsearch.router.app import create_app
@@ -56,14 +61,10 @@ def _serve_router(args: argparse.Namespace) -> int:
     settings = load_settings(RouterSettings, host=args.host, port=args.port)
     configure_logging("router", settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
-    )
-    return 0
+    return _run(app, settings)
 
 
 def _serve_shard(args: argparse.Namespace) -> int:
-    import uvicorn
     from prometheus_client import CollectorRegistry
 
     from simsearch.common.settings import load_settings
@@ -77,10 +78,7 @@ def _serve_shard(args: argparse.Namespace) -> int:
     # fail before binding the port on a bad store URI, index name or topology file
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
     app = create_app(settings, service)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
-    )
-    return 0
+    return _run(app, settings)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -9,8 +9,6 @@ re-scored exactly from the memory-mapped `features.h5` of their partitions.
 
 from __future__ import annotations
 
-import atexit
-import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -107,15 +105,6 @@ _COMBINED: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 _COMBINED_LOCK = threading.Lock()
 _COMBINED_MAX = 8
 
-
-def _release() -> None:
-    """Free the cached stacks while FAISS' destructors still exist (SWIG warns otherwise)."""
-    _COMBINED.clear()
-    _TEMPLATES.clear()
-    gc.collect()
-
-
-atexit.register(_release)
 
 
 def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
