@@ -10,10 +10,19 @@
     │   ├── ImageTooLarge              413  over the pixel limit (decompression bomb)
     │   └── UnsupportedMediaType       415  not an image format we decode
     ├── NotFound                       404  unknown id or object key
+    ├── NotServed                      409  this shard does not serve it now; another may
+    │   ├── VersionNotLoaded           409  the index version is not held here
+    │   └── PartitionsNotReady         409  partitions not owned / loading / failed here
     ├── ConfigError                    raised at start-up: a setting is wrong or a resource missing
     │   └── ModelWeightsMissing        the model's weight file cannot be found
     ├── StorageError                   503  the object store failed or is unreachable
     │   └── ObjectNotFound             404  the key does not exist
+    ├── CorruptIndex                   503  index files damaged, incomplete or unreadable
+    ├── Unavailable                    503  the cluster cannot answer now (no shard, embedder)
+    │   └── PartialAnswer              503  strict=true and some partitions did not answer
+    ├── TopologyUnknown                503  the shard count cannot be known yet
+    ├── NoImagesRoot                   503  the router does not know where images live
+    ├── UpstreamError                  502  another service answered with something unusable
     └── Overloaded                     503  a queue is full; retry later (backpressure)
 
 Services raise these; the FastAPI layer turns `status_code` + `reason` into a JSON body
@@ -125,3 +134,71 @@ class Overloaded(SimsearchError):
 
     status_code = 503
     code = "overloaded"
+
+
+class NotServed(SimsearchError):
+    """409: this shard does not serve what was asked *now*; another holder may.
+
+    Not a 404: the thing exists, it is just not (or no longer, or not yet) loaded here,
+    which during a rebalance or a version switch is normal. The router retries elsewhere.
+    """
+
+    status_code = 409
+    code = "not_served"
+
+
+class VersionNotLoaded(NotServed):
+    """The requested index version is not held by this shard."""
+
+    code = "version_not_loaded"
+
+
+class PartitionsNotReady(NotServed):
+    """Some requested partitions are not ready on this shard (not owned, loading, failed)."""
+
+    code = "partitions_not_ready"
+
+
+class CorruptIndex(SimsearchError):
+    """Index files in the store are damaged, incomplete or unreadable.
+
+    A 503, not a 500: the service is fine, the data it must serve is not (yet) — another
+    version, a re-download or a rebuild fixes it.
+    """
+
+    status_code = 503
+    code = "corrupt_index"
+
+
+class Unavailable(SimsearchError):
+    """The cluster cannot answer now (no shard, no embedder); retry later."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class PartialAnswer(Unavailable):
+    """`strict=true` and some partitions did not answer."""
+
+    code = "partial_answer"
+
+
+class TopologyUnknown(SimsearchError):
+    """The shard count cannot be known yet (its source was never readable): not ready."""
+
+    status_code = 503
+    code = "topology_unknown"
+
+
+class NoImagesRoot(SimsearchError):
+    """The index stores relative keys but the router was not told what they are under."""
+
+    status_code = 503
+    code = "images_root_unknown"
+
+
+class UpstreamError(SimsearchError):
+    """Another service answered with something unusable (a 5xx, a broken body)."""
+
+    status_code = 502
+    code = "upstream_error"

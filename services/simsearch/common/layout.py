@@ -43,10 +43,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simsearch.common.errors import (
+    CorruptIndex,
     InvalidParameter,
     NotFound,
     ObjectNotFound,
-    SimsearchError,
 )
 from simsearch.common.storage import ObjectStore
 
@@ -85,18 +85,6 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VERSION_RE = re.compile(r"^v\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MAX_LISTED = 5  # how many offending keys an error message names before "and N more"
-
-
-class CorruptIndex(SimsearchError):
-    """Index files in the store are damaged, incomplete or unreadable.
-
-    A 503, not a 500: the service is fine, the data it must serve is not (yet) — another
-    version, a re-download or a rebuild fixes it. Defined here rather than in `errors`
-    because only index handling raises it.
-    """
-
-    status_code = 503
-    code = "corrupt_index"
 
 
 # --------------------------------------------------------------------------- helpers

@@ -16,7 +16,9 @@ import os
 import threading
 from dataclasses import dataclass
 
-from simsearch.common.errors import SimsearchError
+from simsearch.common.errors import (
+    NoImagesRoot,
+)
 from simsearch.common.imaging import sniff_format
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import (
@@ -38,13 +40,6 @@ _MEDIA_TYPES = {
     "TIFF": "image/tiff",
     "BMP": "image/bmp",
 }
-
-
-class NoImagesRoot(SimsearchError):
-    """The index stores relative keys but the router was not told what they are under."""
-
-    status_code = 503
-    code = "images_root_unknown"
 
 
 def media_type(data: bytes) -> str:

@@ -22,8 +22,11 @@ from simsearch.common.errors import (
     EmptyInput,
     InvalidParameter,
     NotFound,
+    PartialAnswer,
     PayloadTooLarge,
     SimsearchError,
+    Unavailable,
+    UpstreamError,
 )
 from simsearch.common.ids import MAX_ID
 from simsearch.common.telemetry import run_in_context
@@ -48,26 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class Unavailable(SimsearchError):
-    """The cluster cannot answer now (no shard, no embedder); retry later."""
-
-    status_code = 503
-    code = "unavailable"
-
-
-class PartialAnswer(Unavailable):
-    """`strict=true` and some partitions did not answer."""
-
-    code = "partial_answer"
-
-
-class UpstreamError(SimsearchError):
-    """Another service answered with something unusable (a 5xx, a broken body)."""
-
-    status_code = 502
-    code = "upstream_error"
 
 
 class EmbedderRejected(BadInput):

@@ -106,7 +106,6 @@ _COMBINED_LOCK = threading.Lock()
 _COMBINED_MAX = 8
 
 
-
 def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
     """One IVF index over several partitions' inverted lists (FAISS HStackInvertedLists).
 

@@ -28,7 +28,10 @@ from simsearch.common.errors import (
     InvalidParameter,
     InvalidVector,
     NotFound,
+    NotServed,
+    PartitionsNotReady,
     SimsearchError,
+    VersionNotLoaded,
 )
 from simsearch.common.ids import MAX_ID
 from simsearch.common.layout import IndexLayout, Manifest
@@ -51,29 +54,6 @@ from simsearch.shard.versions import Holdings, VersionView
 __all__ = ["NotServed", "PartitionsNotReady", "ShardService", "VersionNotLoaded"]
 
 log = logging.getLogger(__name__)
-
-
-class NotServed(SimsearchError):
-    """409: this shard does not serve what was asked *now*; another holder may.
-
-    Not a 404: the thing exists, it is just not (or no longer, or not yet) loaded here,
-    which during a rebalance or a version switch is normal. The router retries elsewhere.
-    """
-
-    status_code = 409
-    code = "not_served"
-
-
-class VersionNotLoaded(NotServed):
-    """The requested index version is not held by this shard."""
-
-    code = "version_not_loaded"
-
-
-class PartitionsNotReady(NotServed):
-    """Some requested partitions are not ready on this shard (not owned, loading, failed)."""
-
-    code = "partitions_not_ready"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ import re
 from pathlib import Path
 from typing import Protocol
 
-from simsearch.common.errors import ConfigError, SimsearchError
+from simsearch.common.errors import (
+    ConfigError,
+    TopologyUnknown,
+)
 
 __all__ = [
     "FileTopology",
@@ -79,13 +82,6 @@ def read_replicas(path: Path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f'expected {{"replicas": <int >= 1>}}, got {str(data)[:80]!r}')
     return value
-
-
-class TopologyUnknown(SimsearchError):
-    """The shard count cannot be known yet (its source was never readable): not ready."""
-
-    status_code = 503
-    code = "topology_unknown"
 
 
 class FileTopology:
