@@ -1,5 +1,5 @@
 """Fan-out and merge: decoded shard candidates merge into the exact global top-k, and
-failing shards (injected with httpx.MockTransport) are retried elsewhere or flagged.
+failing shards (injected by a fake `Upstream._request`) are retried elsewhere or flagged.
 
 The healthy "shards" here answer from brute force over their partitions; the real shard
 service is exercised in tests/integration/test_router_service.py. The transport is mocked
@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -30,7 +30,7 @@ from simsearch.router.discovery import ShardRegistry, StaticSource
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams, decode_candidates
 from simsearch.router.metrics import RouterMetrics
 from simsearch.router.planner import choose_version
-from simsearch.router.transport import Upstream
+from simsearch.router.transport import Reply, Upstream, UpstreamFailure
 
 P, DIM, N = 8, 16, 400
 VERSION = "v20250101T000000Z-aaaaaa"
@@ -93,11 +93,12 @@ def info(ordinal: int, ready: list[int]) -> ShardInfo:
     )
 
 
-Behaviour = Callable[[ShardSearchRequest], httpx.Response]
+JSON = "application/json"
+Behaviour = Callable[[ShardSearchRequest], Reply]
 
 
-def healthy(req: ShardSearchRequest) -> httpx.Response:
-    return httpx.Response(200, content=answer(req).model_dump_json())
+def healthy(req: ShardSearchRequest) -> Reply:
+    return Reply(200, answer(req).model_dump_json().encode(), JSON)
 
 
 @dataclass
@@ -122,29 +123,31 @@ def run_search(
     """Poll the fake shards, plan and fan out one query batch; record who was asked what."""
     asked: dict[str, list[list[int]]] = {url: [] for url in layout}
 
-    async def handler(request: httpx.Request) -> httpx.Response:
-        url = f"{request.url.scheme}://{request.url.host}"
-        if request.url.path == "/info":
-            ordinal = sorted(layout).index(url)
-            return httpx.Response(200, content=info(ordinal, layout[url]).model_dump_json())
-        req = ShardSearchRequest.model_validate_json(request.content)
-        asked[url].append(req.partitions)
-        response = behaviour.get(url, healthy)(req)
-        if response.status_code == 599:  # "hang": answer after the deadline
-            await asyncio.sleep(30)
-        return response
+    class FakeShards(Upstream):
+        """Answers like shards would; the network is never touched."""
+
+        async def _request(self, method: str, url: str, timeout_s: float, **kw: Any) -> Reply:
+            base, _, path = url.rpartition("/")
+            if path == "info":
+                ordinal = sorted(layout).index(base)
+                return Reply(200, info(ordinal, layout[base]).model_dump_json().encode(), JSON)
+            req = ShardSearchRequest.model_validate_json(kw["data"])
+            asked[base].append(req.partitions)
+            response = behaviour.get(base, healthy)(req)
+            if response.status == 599:  # "hang": answer after the deadline
+                await asyncio.sleep(30)
+            return response
 
     async def go() -> Run:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            upstream = Upstream(client)
-            registry = ShardRegistry(StaticSource(list(layout)), upstream, 60, 1.0)
-            await registry.poll_once()
-            choice = choose_version(registry.views())
-            assert choice is not None
-            metrics = RouterMetrics(CollectorRegistry())
-            fanout = FanOut(upstream, registry, metrics, retry=True, first_try_share=0.5)
-            result = await fanout.search(choice, q, SearchParams(k), timeout_s)
-            return Run(result, metrics, registry, asked)
+        upstream = FakeShards(None)
+        registry = ShardRegistry(StaticSource(list(layout)), upstream, 60, 1.0)
+        await registry.poll_once()
+        choice = choose_version(registry.views())
+        assert choice is not None
+        metrics = RouterMetrics(CollectorRegistry())
+        fanout = FanOut(upstream, registry, metrics, retry=True, first_try_share=0.5)
+        result = await fanout.search(choice, q, SearchParams(k), timeout_s)
+        return Run(result, metrics, registry, asked)
 
     return asyncio.run(go())
 
@@ -209,7 +212,7 @@ def test_overlapping_holders_are_asked_each_partition_once() -> None:
 def test_a_failing_shard_is_retried_on_another_holder() -> None:
     q = queries(2)
     layout = {"http://a": list(range(8)), "http://b": [4, 5, 6, 7]}
-    broken = {"http://b": lambda _: httpx.Response(500, json={"detail": "boom"})}
+    broken = {"http://b": lambda _: Reply(500, b'{"detail": "boom"}', JSON)}
     run = run_search(layout, broken, q)
     assert run.result.coverage == 1.0 and not run.result.partial
     assert (ids_of(run.result) == brute(q, 10)).all()
@@ -220,7 +223,7 @@ def test_a_failing_shard_is_retried_on_another_holder() -> None:
 
 def test_a_hanging_shard_is_cut_early_and_its_partitions_retried() -> None:
     layout = {"http://a": list(range(8)), "http://b": [4, 5, 6, 7]}
-    hang = {"http://b": lambda _: httpx.Response(599)}
+    hang = {"http://b": lambda _: Reply(599, b"", JSON)}
     run = run_search(layout, hang, queries(1), timeout_s=0.6)
     assert run.result.coverage == 1.0
     assert run.errors("http://b", "timeout") == 1
@@ -230,7 +233,7 @@ def test_a_hanging_shard_is_cut_early_and_its_partitions_retried() -> None:
 def test_the_only_holder_failing_gives_a_flagged_partial_answer() -> None:
     q = queries(1)
     layout = {"http://a": [0, 1, 2, 3], "http://b": [4, 5, 6, 7]}
-    garbage = {"http://b": lambda _: httpx.Response(200, content=b'{"not": "candidates"}')}
+    garbage = {"http://b": lambda _: Reply(200, b'{"not": "candidates"}', JSON)}
     run = run_search(layout, garbage, q)
     assert run.result.partial and run.result.coverage == 0.5
     assert run.result.answered == {0, 1, 2, 3}
@@ -239,8 +242,8 @@ def test_the_only_holder_failing_gives_a_flagged_partial_answer() -> None:
 
 
 def test_an_unreachable_shard_is_marked_down_at_once() -> None:
-    def refuse(_: ShardSearchRequest) -> httpx.Response:
-        raise httpx.ConnectError("connection refused")
+    def refuse(_: ShardSearchRequest) -> Reply:
+        raise UpstreamFailure("http://b", "connection refused", unreachable=True, timeout=False)
 
     run = run_search(
         {"http://a": [0, 1, 2, 3], "http://b": [4, 5, 6, 7]}, {"http://b": refuse}, queries(1)

@@ -55,17 +55,6 @@ class FeatureFile:
         rows: np.ndarray = self._order[pos]
         return rows
 
-    def exact_scores(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Inner products of each query row with its candidate ids ([nq, c] ids, -1 = none)."""
-        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
-        valid = ids >= 0
-        if valid.any():
-            rows = self.rows_of(ids[valid])
-            cand = np.asarray(self.vectors[rows], dtype=np.float32)
-            q = np.repeat(queries, valid.sum(axis=1), axis=0)
-            scores[valid] = np.einsum("ij,ij->i", q, cand)
-        return scores
-
     def paths(self, rows: np.ndarray) -> list[str]:
         """The stored paths of some rows (read on demand; strings are not memory-mapped)."""
         with h5py.File(self.path, "r") as h5:

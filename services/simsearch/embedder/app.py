@@ -61,7 +61,7 @@ def build_engine(settings: EmbedderSettings) -> Engine:
     return Engine(spec, module, placement, weights)
 
 
-def get_service(request: Request) -> EmbedderService:
+async def get_service(request: Request) -> EmbedderService:
     """The service created in the lifespan (injected, never a module global)."""
     service: EmbedderService = request.app.state.service
     return service

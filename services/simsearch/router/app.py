@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import httpx
+import aiohttp
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CollectorRegistry
@@ -54,12 +54,12 @@ from simsearch.router.schemas import (
 )
 from simsearch.router.service import Knobs, RouterService, Searched
 from simsearch.router.settings import RouterSettings
-from simsearch.router.transport import Upstream, make_client
+from simsearch.router.transport import Upstream, make_session
 
 log = logging.getLogger(__name__)
 
 
-def get_service(request: Request) -> RouterService:
+async def get_service(request: Request) -> RouterService:
     """The service created in the lifespan (injected, never a module global)."""
     service: RouterService = request.app.state.service
     return service
@@ -97,11 +97,11 @@ async def read_upload(request: Request) -> bytes:
 
 def _build_service(
     settings: RouterSettings,
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     metrics: RouterMetrics,
 ) -> RouterService:
     """Wire discovery, fan-out and image look-up around the one shared HTTP client."""
-    upstream = Upstream(client)
+    upstream = Upstream(session)
 
     def gauges() -> None:
         up = sum(1 for s in registry.states.values() if s.up)
@@ -134,15 +134,13 @@ def _build_service(
     return RouterService(settings, upstream, registry, fanout, images, metrics)
 
 
-def create_app(
-    settings: RouterSettings, transport: httpx.AsyncBaseTransport | None = None
-) -> FastAPI:
-    """The router app; `transport` replaces the network in failure-injection tests only."""
+def create_app(settings: RouterSettings) -> FastAPI:
+    """The router app: its shared HTTP session lives as long as the app's lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with make_client(settings, transport) as client:
-            service = _build_service(settings, client, router_metrics)
+        async with make_session(settings) as session:
+            service = _build_service(settings, session, router_metrics)
             app.state.service = service
             await service.registry.start()
             log.info(
@@ -154,9 +152,6 @@ def create_app(
             finally:
                 await service.registry.stop()
 
-    # httpx logs every request at INFO: one line per shard per poll and per query would
-    # drown the router's own access log (which already carries the request id).
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     registry = CollectorRegistry()
     http_metrics = HttpMetrics("router", registry)
     router_metrics = RouterMetrics(registry)

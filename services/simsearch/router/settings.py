@@ -97,7 +97,6 @@ class RouterSettings(ServiceSettings):
     )
     max_upload_bytes: int = Field(20 * _MIB, ge=1024, description="Largest /search/image file.")
     max_connections: int = Field(256, ge=1, le=100_000, description="HTTP pool size (all hosts).")
-    max_keepalive_connections: int = Field(64, ge=0, le=100_000)
     keepalive_expiry_s: float = Field(
         4.0,
         ge=0,

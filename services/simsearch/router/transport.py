@@ -2,11 +2,15 @@
 
 Created in the app's lifespan and shared by discovery, fan-out and the embedder call, so
 connections are pooled and kept alive across queries (a query to 8 shards must not pay 8
-TCP handshakes). Everything else in the router goes through `Upstream`, not through
-httpx directly: httpx's AsyncClient is reported slow under high concurrency
-(encode/httpx#3215, the httpcore pool), and keeping it behind this seam means another
-transport (aiohttp, or httpx over a different pool) can replace it in one file once the
-benchmarks say so. Tests pass an `httpx.MockTransport` here only to inject failures.
+TCP handshakes). Everything else in the router goes through `Upstream`, never through the
+client library directly.
+
+The library is aiohttp. httpx's AsyncClient was the first choice and was measured slow
+(encode/httpx#3215): on this project's fan-out (one query, two shards, loopback) httpx
+spent ~40 % of the router's CPU per query, part of it in httpcore re-trying to import
+trio on every request to find the async library; the same fan-out over aiohttp took
+5–6.6 ms against httpx's 8.6–10 ms at p50 (docs/benchmarks.md §4). Failure-injection
+tests subclass `Upstream` and replace `_request`, the one method that touches the network.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from simsearch.common.telemetry import outgoing_headers
 from simsearch.router.settings import RouterSettings
 
-__all__ = ["Reply", "Upstream", "UpstreamFailure", "make_client"]
+__all__ = ["Reply", "Upstream", "UpstreamFailure", "make_session"]
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 
@@ -76,75 +80,77 @@ class Reply:
         return str(code) if code is not None else None
 
 
-def make_client(
-    settings: RouterSettings, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """The pooled client: limits and keep-alive from the settings, no redirects."""
-    limits = httpx.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_keepalive_connections,
-        keepalive_expiry=settings.keepalive_expiry_s,
+def make_session(settings: RouterSettings) -> aiohttp.ClientSession:
+    """The pooled session: pool size and keep-alive from the settings, no proxies."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.max_connections,
+        limit_per_host=0,
+        keepalive_timeout=settings.keepalive_expiry_s,
+        ttl_dns_cache=10,  # DNS discovery re-resolves; a pod that moved is found again
     )
-    return httpx.AsyncClient(
-        limits=limits,
-        timeout=httpx.Timeout(settings.timeout_ms / 1000),
-        transport=transport,
-        follow_redirects=False,
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=settings.timeout_ms / 1000),
         trust_env=False,  # proxies from the environment must not sit between router and shard
+        auto_decompress=False,
     )
 
 
 class Upstream:
     """GET/POST with one timeout each, the request id forwarded, failures normalised."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(self, session: aiohttp.ClientSession | None) -> None:
+        self.session = session
 
     async def get(self, url: str, timeout_s: float, params: dict[str, str] | None = None) -> Reply:
         """GET `url`; raises `UpstreamFailure` when no HTTP answer arrives in time."""
-        return await self._send("GET", url, timeout_s, params=params)
+        return await self._request("GET", url, timeout_s, params=params)
 
     async def post_json(self, url: str, body: bytes, timeout_s: float) -> Reply:
         """POST a JSON body (already serialised: pydantic's JSON is faster than json.dumps)."""
-        return await self._send("POST", url, timeout_s, content=body, headers=_JSON)
+        return await self._request("POST", url, timeout_s, data=body, headers=_JSON)
 
     async def post_file(
         self, url: str, field: str, data: bytes, timeout_s: float, params: dict[str, str]
     ) -> Reply:
         """POST one multipart file part (the embedder's /embed)."""
-        files = {field: ("upload", data, "application/octet-stream")}
-        return await self._send("POST", url, timeout_s, files=files, params=params)
+        form = aiohttp.FormData()
+        form.add_field(field, data, filename="upload", content_type="application/octet-stream")
+        return await self._request("POST", url, timeout_s, data=form, params=params)
 
-    async def _send(
+    async def _request(
         self,
         method: str,
         url: str,
         timeout_s: float,
         *,
-        content: bytes | None = None,
-        files: dict[str, tuple[str, bytes, str]] | None = None,
+        data: bytes | aiohttp.FormData | None = None,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
+        """The one network call; every failure becomes an `UpstreamFailure`."""
+        if self.session is None:
+            raise UpstreamFailure(url, "no HTTP session", unreachable=True, timeout=False)
         sent_headers = {**outgoing_headers(), **(headers or {})}
+        timeout = aiohttp.ClientTimeout(total=max(timeout_s, 0.001))
         try:
-            response = await self.client.request(
+            async with self.session.request(
                 method,
                 url,
-                content=content,
-                files=files,
+                data=data,
                 params=params,
                 headers=sent_headers,
-                timeout=httpx.Timeout(max(timeout_s, 0.001)),
-            )
-        except httpx.TimeoutException as exc:
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.read()
+                return Reply(response.status, body, response.headers.get("content-type", ""))
+        except TimeoutError as exc:
             reason = f"no answer within {timeout_s * 1000:.0f} ms"
             raise UpstreamFailure(url, reason, unreachable=False, timeout=True) from exc
-        except httpx.ConnectError as exc:  # refused, reset while connecting, unknown host
-            reason = f"unreachable ({exc or type(exc).__name__})"
+        except aiohttp.ClientConnectorError as exc:  # refused, unknown host, reset on connect
+            reason = f"unreachable ({exc.os_error or type(exc).__name__})"
             raise UpstreamFailure(url, reason, unreachable=True, timeout=False) from exc
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a malformed URL
             reason = f"{type(exc).__name__}: {exc}"
             raise UpstreamFailure(url, reason, unreachable=False, timeout=False) from exc
-        content_type = response.headers.get("content-type", "")
-        return Reply(response.status_code, response.content, content_type)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
 from prometheus_client import CollectorRegistry
 
 import simsearch
@@ -65,7 +65,7 @@ def build_service(settings: ShardSettings, metrics: ShardMetrics) -> ShardServic
     return ShardService(settings, layout, build_topology(settings), holdings, metrics)
 
 
-def get_service(request: Request) -> ShardService:
+async def get_service(request: Request) -> ShardService:
     """The service created in the lifespan (injected, never a module global)."""
     service: ShardService = request.app.state.service
     return service
@@ -109,9 +109,13 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
     app.include_router(metrics_router(http_metrics))
 
     @app.post("/search", response_model=ShardCandidates)
-    async def search(body: ShardSearchRequest, service: ServiceDep) -> ShardCandidates:
-        """Top k·refine candidates of each query over exactly the partitions named."""
-        return await service.search(body)
+    async def search(body: ShardSearchRequest, service: ServiceDep) -> Response:
+        """Top k·refine candidates of each query over exactly the partitions named.
+
+        Serialised here, once: FastAPI would validate the model it was just given again.
+        """
+        found = await service.search(body)
+        return Response(found.model_dump_json(), media_type="application/json")
 
     @app.get("/items/{item_id}", response_model=ShardItem)
     async def item(

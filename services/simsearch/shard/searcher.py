@@ -2,9 +2,10 @@
 
 All partitions of a version share the template's coarse quantizer (one copy in memory,
 from `trained.faiss`). A query is assigned to its `nprobe` nearest lists once per shard;
-each requested partition scans those lists (`search_preassigned`) and the per-partition
-results are merged with FAISS's ResultHeap. The best `k·refine` candidates are then
-re-scored exactly from the memory-mapped `features.h5` of their partitions.
+the requested partitions' lists are stacked into one IVF index and scanned once
+(`search_preassigned`). The best `k·refine` candidates are then re-scored exactly from the
+memory-mapped `features.h5` of their partitions, found through one sorted id table of the
+stack (a `searchsorted` per query batch, not a look-up per partition).
 """
 
 from __future__ import annotations
@@ -82,31 +83,95 @@ class Searcher:
         coarse_d, coarse_i = self.quantizer.search(xq, nprobe)
         coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
         coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
-        combined = _combined([self.partitions[p] for p in sorted(set(wanted))], self.quantizer)
+        stack = self._stack(wanted)
         # one scan over the stacked lists is already the sorted top-kc: no heap to merge
-        dist, ids = _scan(combined, xq, kc, coarse_i, coarse_d)
-        return Candidates(ids, dist, self._exact(xq, ids))
+        dist, ids = _scan(stack.index, xq, kc, coarse_i, coarse_d)
+        return Candidates(ids, dist, stack.exact(xq, ids))
 
-    def _exact(self, xq: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """Exact inner products of each candidate, read from its partition's features."""
-        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
-        owner = np.where(ids >= 0, ids % self.total, -1)
-        for number in np.unique(owner[owner >= 0]):
-            mask = owner == number
-            part_scores = self.partitions[int(number)].features.exact_scores(
-                xq, np.where(mask, ids, -1)
-            )
-            scores[mask] = part_scores[mask]
-        return scores
+    def locate(self, ids: np.ndarray, wanted: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Partition number and row of each id among `wanted` (-1, -1 where absent)."""
+        return self._stack(wanted).locate(ids)
+
+    def _stack(self, wanted: Sequence[int]) -> _Stack:
+        return _combined([self.partitions[p] for p in sorted(set(wanted))], self.quantizer)
 
 
 _TEMPLATES: dict[int, tuple[faiss.Index, faiss.Index]] = {}  # id(quantizer) → its template
-_COMBINED: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+_COMBINED: OrderedDict[tuple[int, ...], _Stack] = OrderedDict()
 _COMBINED_LOCK = threading.Lock()
 _COMBINED_MAX = 8
 
 
-def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
+@dataclass
+class _Stack:
+    """Several partitions as one: a stacked IVF index and one sorted id table over them.
+
+    `slot`/`row` say where each id of `sorted_ids` lives (which partition of `numbers`,
+    which row of its features), so the exact re-rank and the path look-up of a whole
+    query batch are one `searchsorted` and one gather per partition touched.
+    """
+
+    index: Any  # the IVF index whose lists are the stack
+    keep: tuple[Any, ...]  # what the stack points at, kept alive with it
+    numbers: np.ndarray  # partition number of each slot
+    vectors: list[np.ndarray]  # memory-mapped features of each slot
+    sorted_ids: np.ndarray
+    slot: np.ndarray
+    row: np.ndarray
+
+    @classmethod
+    def build(cls, index: Any, keep: tuple[Any, ...], parts: list[Partition]) -> _Stack:
+        ids = [part.features.ids for part in parts]
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        order = np.argsort(all_ids, kind="stable")
+        counts = [len(i) for i in ids]
+        slot = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
+        row = np.concatenate([np.arange(c, dtype=np.int64) for c in counts] or [slot[:0]])
+        return cls(
+            index,
+            keep,
+            np.array([part.number for part in parts], dtype=np.int64),
+            [np.asarray(part.features.vectors) for part in parts],  # plain views: fast gathers
+            all_ids[order],
+            slot[order],
+            row[order],
+        )
+
+    def _find(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat positions of the ids present here, and their positions in `sorted_ids`."""
+        flat = ids.ravel()
+        if not len(self.sorted_ids):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pos = np.minimum(np.searchsorted(self.sorted_ids, flat), len(self.sorted_ids) - 1)
+        found = np.flatnonzero((flat >= 0) & (self.sorted_ids[pos] == flat))
+        return found, pos[found]
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Partition number and row of each id (-1 where the id is not in the stack)."""
+        numbers = np.full(ids.size, -1, dtype=np.int64)
+        rows = np.full(ids.size, -1, dtype=np.int64)
+        found, pos = self._find(ids)
+        numbers[found] = self.numbers[self.slot[pos]]
+        rows[found] = self.row[pos]
+        return numbers.reshape(ids.shape), rows.reshape(ids.shape)
+
+    def exact(self, xq: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact inner product of each candidate with its query (-inf for empty slots)."""
+        scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+        found, pos = self._find(ids)
+        if not found.size:
+            return scores
+        slots, rows = self.slot[pos], self.row[pos]
+        cand = np.empty((found.size, xq.shape[1]), dtype=np.float32)
+        for s in np.unique(slots):
+            mask = slots == s
+            cand[mask] = self.vectors[s][rows[mask]]
+        query_of = found // ids.shape[1]
+        scores.ravel()[found] = np.einsum("ij,ij->i", xq[query_of], cand)
+        return scores
+
+
+def _combined(parts: list[Partition], quantizer: faiss.Index) -> _Stack:
     """One IVF index over several partitions' inverted lists (FAISS HStackInvertedLists).
 
     Scanning partitions one by one recomputes the PQ look-up tables of every probed list
@@ -119,7 +184,7 @@ def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
     with _COMBINED_LOCK:
         if key in _COMBINED:
             _COMBINED.move_to_end(key)
-            return _COMBINED[key][0]
+            return _COMBINED[key]
     swig: Any = faiss  # InvertedListsPtrVector is not in faiss' stubs
     lists = swig.InvertedListsPtrVector()
     for part in parts:
@@ -134,12 +199,12 @@ def _combined(parts: list[Partition], quantizer: faiss.Index) -> Any:
     combo.own_fields = False
     combo.replace_invlists(stacked, False)
     combo.ntotal = sum(faiss.extract_index_ivf(part.index).ntotal for part in parts)
-    entry = (combo, stacked, lists, parts)  # keep everything the stack points at alive
+    stack = _Stack.build(combo, (stacked, lists, tuple(parts)), parts)
     with _COMBINED_LOCK:
-        _COMBINED[key] = entry
+        _COMBINED[key] = stack
         while len(_COMBINED) > _COMBINED_MAX:
             _COMBINED.popitem(last=False)
-    return combo
+    return stack
 
 
 def _scan(

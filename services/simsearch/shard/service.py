@@ -282,10 +282,11 @@ class ShardService:
             searcher = Searcher(view.quantizer, partitions, view.manifest.partitions)
             found = searcher.search(plan.queries, plan.k, plan.wanted, plan.nprobe, plan.refine)
             ids, approx, exact = found.ids, found.approx, found.exact
+            paths = candidate_paths(view, *searcher.locate(ids, plan.wanted))
         else:
             ids = np.empty((len(plan.queries), 0), np.int64)
             approx = exact = np.empty((len(plan.queries), 0), np.float32)
-        paths = candidate_paths(view, ids)
+            paths = [[] for _ in plan.queries]
         seconds = time.perf_counter() - started
         self.metrics.search_seconds.observe(seconds)
         return ShardCandidates(
@@ -329,14 +330,12 @@ class ShardService:
         )
 
 
-def candidate_paths(view: VersionView, ids: np.ndarray) -> list[list[str]]:
-    """The stored path of every candidate id ("" for empty slots), from the in-memory paths."""
-    out = np.full(ids.shape, "", dtype=object)
-    owner = np.where(ids >= 0, ids % view.manifest.partitions, -1)
-    for number in np.unique(owner[owner >= 0]):
-        mask = owner == number
-        served = view.ready[int(number)]
-        out[mask] = served.paths[served.partition.features.rows_of(ids[mask])]
+def candidate_paths(view: VersionView, numbers: np.ndarray, rows: np.ndarray) -> list[list[str]]:
+    """The stored path of every located candidate ("" for empty slots), from memory."""
+    out = np.full(numbers.shape, "", dtype=object)
+    for number in np.unique(numbers[numbers >= 0]):
+        mask = numbers == number
+        out[mask] = view.ready[int(number)].paths[rows[mask]]
     paths: list[list[str]] = out.tolist()
     return paths
 
