@@ -126,7 +126,9 @@ class _Stack:
         order = np.argsort(all_ids, kind="stable")
         counts = [len(i) for i in ids]
         slot = np.repeat(np.arange(len(parts), dtype=np.int32), counts)
-        row = np.concatenate([np.arange(c, dtype=np.int64) for c in counts] or [slot[:0]])
+        row = np.concatenate(
+            [np.arange(c, dtype=np.int64) for c in counts] or [np.zeros(0, np.int64)]
+        )
         return cls(
             index,
             keep,
