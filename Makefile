@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.simsearch-installed
 
-.PHONY: setup test test-fast lint format bench bench-quality bench-throughput demo down clean
+.PHONY: setup tools test test-fast lint format bench bench-quality bench-throughput demo down clean
 
 setup: $(STAMP)
 
@@ -15,13 +15,18 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[embedder,shard,indexer,dev]'
+	$(PIP) install -q -e '.[embedder,shard,indexer,router,dev]'
 	touch $@
 
-test: setup
+# helm, kubectl, hadolint into .tools/bin and kubernetes-validate into the venv (pinned in
+# the script; a no-op once its stamps are there).
+tools: setup
+	VENV=$(VENV) bash scripts/install-tools.sh
+
+test: setup tools
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test-fast: setup
+test-fast: setup tools
 	$(PY) -m pytest -q -m "not integration"
 
 lint: setup
@@ -53,4 +58,4 @@ down: setup
 	$(VENV)/bin/simsearch down
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -19,10 +19,12 @@ from tests.support.s3server import free_port
 Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
-def run(scenario: Scenario) -> None:
+def run(scenario: Scenario, api_keys: str | None = None) -> None:
     """Start the app (lifespan included) with one dead shard URL and run `scenario`."""
     dead = f"http://127.0.0.1:{free_port()}"  # nobody listens: connection refused
-    settings = load_settings(RouterSettings, shards=dead, poll_s=60, info_timeout_s=0.5)
+    settings = load_settings(
+        RouterSettings, shards=dead, poll_s=60, info_timeout_s=0.5, api_keys=api_keys
+    )
     app = create_app(settings)
 
     async def go() -> None:
@@ -80,3 +82,25 @@ def test_image_search_refuses_non_multipart_and_needs_an_embedder() -> None:
         assert response.status_code == 503  # no index and no embedder: nothing to do
 
     run(scenario)
+
+
+def test_api_keys_guard_searches_and_images_but_not_health() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        vector = {"vector": [1.0, 0.0]}
+        missing = await client.post("/search/vector", json=vector)
+        assert missing.status_code == 401
+        assert missing.json()["error"] == "unauthorized"
+        assert "X-API-Key" in missing.json()["detail"]
+        wrong = await client.post("/search/vector", json=vector, headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401 and "not valid" in wrong.json()["detail"]
+        in_url = await client.post("/search/vector?api_key=k2", json=vector)
+        assert in_url.status_code == 401  # a key in the URL is never accepted
+        for headers in ({"X-API-Key": "k2"}, {"Authorization": "Bearer k1"}):
+            ok = await client.post("/search/vector", json=vector, headers=headers)
+            assert ok.status_code == 503  # past the key check: no shard answers
+        assert (await client.get("/images/12")).status_code == 401
+        assert (await client.get("/search/similar/12")).status_code == 401
+        for open_path in ("/health", "/health/live", "/metrics", "/", "/stats"):
+            assert (await client.get(open_path)).status_code != 401, open_path
+
+    run(scenario, api_keys="k1, k2")

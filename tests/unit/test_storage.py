@@ -438,3 +438,25 @@ def test_is_uri() -> None:
     assert is_uri("file:///x/y.jpg")
     for ref in ("key.jpg", "a/b.jpg", "/abs/path.jpg", "C:\\data\\x.jpg", "http://h/x.jpg", ""):
         assert not is_uri(ref)
+
+
+def test_make_bucket_command_creates_a_missing_bucket_once(
+    s3_endpoint: str, s3_client: S3Client, s3_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`simsearch store make-bucket` (the chart's MinIO set-up job) is idempotent."""
+    from simsearch.cli import main
+
+    name = f"made-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("SIMSEARCH_S3_ENDPOINT_URL", s3_endpoint)
+    assert main(["store", "make-bucket", f"s3://{name}"]) == 0
+    s3_client.head_bucket(Bucket=name)  # raises if it was not created
+    store = S3Store(name, "", _options(s3_endpoint))
+    assert store.ensure_root() is False  # already there: nothing to do
+    store.put("a.txt", b"x")
+    assert store.get("a.txt") == b"x"
+
+
+def test_file_store_make_bucket_creates_the_folder(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "new" / "root")
+    assert store.ensure_root() is True
+    assert store.ensure_root() is False

@@ -10,6 +10,7 @@
     │   ├── ImageTooLarge              413  over the pixel limit (decompression bomb)
     │   └── UnsupportedMediaType       415  not an image format we decode
     ├── NotFound                       404  unknown id or object key
+    ├── Unauthorized                   401  an API key is required and missing or wrong
     ├── NotServed                      409  this shard does not serve it now; another may
     │   ├── VersionNotLoaded           409  the index version is not held here
     │   └── PartitionsNotReady         409  partitions not owned / loading / failed here
@@ -101,6 +102,13 @@ class NotFound(SimsearchError):
 
     status_code = 404
     code = "not_found"
+
+
+class Unauthorized(SimsearchError):
+    """The router requires an API key and the request has none, or a wrong one."""
+
+    status_code = 401
+    code = "unauthorized"
 
 
 class ConfigError(SimsearchError):

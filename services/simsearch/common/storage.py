@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 from urllib.request import url2pathname
 
@@ -148,6 +148,14 @@ class ObjectStore(ABC):
     """
 
     uri: str  # the root URI, e.g. "s3://bucket/prefix" or "file:///abs/dir"
+
+    def ensure_root(self) -> bool:
+        """Create the container of this store if it is missing (bucket or folder).
+
+        Returns True when it had to be created. For set-ups that start from nothing (a
+        fresh MinIO); normal operation never creates buckets by itself.
+        """
+        return False
 
     @abstractmethod
     def get(self, key: str) -> bytes:
@@ -275,6 +283,13 @@ class FileStore(ObjectStore):
             raise ConfigError(f"file store root {str(root)!r} must be an absolute path")
         self._root = Path(os.path.normpath(path))
         self.uri = self._root.as_uri()
+
+    def ensure_root(self) -> bool:
+        """Create the root folder unless it exists."""
+        if self._root.is_dir():
+            return False
+        self._root.mkdir(parents=True, exist_ok=True)
+        return True
 
     def _path(self, key: str) -> Path:
         """The file behind `key`, guaranteed to lie under the root."""
@@ -498,6 +513,23 @@ class S3Store(ObjectStore):
         """The bucket key of a store key: prefix + "/" + key, never a double slash."""
         _check_key(key)
         return f"{self._prefix}/{key}" if self._prefix else key
+
+    def ensure_root(self) -> bool:
+        """Create the bucket unless it exists (in the client's region)."""
+        if not self._bucket_missing():
+            return False
+        args: dict[str, Any] = {"Bucket": self._bucket}
+        if self._options.region != "us-east-1":  # us-east-1 refuses an explicit constraint
+            args["CreateBucketConfiguration"] = {"LocationConstraint": self._options.region}
+        with self._errors("create bucket", self.uri):
+            try:
+                self._client.create_bucket(**args)
+            except ClientError as exc:
+                if _error_code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+                return False
+        self._bucket_seen = True
+        return True
 
     def _bucket_missing(self) -> bool:
         """Whether the bucket itself is absent; HEAD answers a bare 404 for both cases.

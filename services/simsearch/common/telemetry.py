@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 
 REQUEST_ID_HEADER = "X-Request-ID"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -119,6 +119,8 @@ class HttpMetrics:
 
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # process_resident_memory_bytes & co: the dashboards chart memory against limits
+        ProcessCollector(registry=registry)
         self.requests = Counter(
             "simsearch_http_requests",
             "HTTP requests by route, method and status code.",

@@ -17,7 +17,7 @@ from simsearch.indexer.import_h5 import OLD_SERVICE_MODEL, import_h5
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`simsearch index build|import-h5|gc`."""
+    """`simsearch index build|import-h5|gc` and `simsearch store make-bucket`."""
     index = sub.add_parser("index", help="build and manage indexes in object storage")
     verbs = index.add_subparsers(dest="verb", required=True)
     b = verbs.add_parser("build", help="embed images and publish a new index version")
@@ -45,6 +45,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     gc.add_argument("--index", default="default")
     gc.add_argument("--keep", type=int, required=True)
     gc.set_defaults(func=run_gc)
+    store = sub.add_parser("store", help="prepare the object store")
+    store_verbs = store.add_subparsers(dest="verb", required=True)
+    mb = store_verbs.add_parser("make-bucket", help="create the bucket (or folder) if missing")
+    mb.add_argument("uri", help="s3://bucket or file:///dir")
+    mb.set_defaults(func=run_make_bucket)
+
+
+def run_make_bucket(args: argparse.Namespace) -> int:
+    """Create the store's bucket (S3, with the SIMSEARCH_S3_* settings) or folder."""
+    store = open_store(args.uri, load_settings(ServiceSettings).s3_options())
+    created = store.ensure_root()
+    print(f"{store.uri}: {'created' if created else 'already exists'}")
+    return 0
 
 
 def _layout(store: str, index: str) -> IndexLayout:

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 
 from simsearch.common.errors import ConfigError
+from simsearch.local.roles import SERVE_ARGS
 
 STATE_FILE = "state.json"
 
@@ -93,7 +94,7 @@ def spawn(role: str, service: str, port: int, env: Mapping[str, str], logs: Path
     full_env = {**os.environ, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port), **env}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "simsearch.cli", "serve", service],
+            [sys.executable, "-m", "simsearch.cli", *SERVE_ARGS[service]],
             env=full_env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -12,6 +12,7 @@ import httpx
 
 from simsearch.common.errors import ConfigError
 from simsearch.local.cluster import ClusterState, Process, alive, spawn, stop, wait_ready
+from simsearch.local.roles import embedder_env, indexer_args, router_env, shard_env
 
 DEFAULT_FOLDER = Path(".simsearch")
 SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "flowers" / "images"
@@ -50,20 +51,6 @@ def _uri(value: str | None, default: Path) -> str:
     return value if value and "://" in value else str(Path(value or default).resolve())
 
 
-def _shard_env(state: ClusterState, ordinal: int) -> dict[str, str]:
-    folder = Path(state.folder)
-    return {
-        "SIMSEARCH_STORE": state.store,
-        "SIMSEARCH_INDEX": state.index,
-        "SIMSEARCH_SHARD_ORDINAL": str(ordinal),
-        "SIMSEARCH_TOPOLOGY": "file",
-        "SIMSEARCH_TOPOLOGY_FILE": str(folder / "topology.json"),
-        "SIMSEARCH_CACHE_DIR": str(folder / "cache" / f"shard-{ordinal}"),
-        "SIMSEARCH_POLL_S": "1",
-        "SIMSEARCH_DRAIN_S": "2",
-    }
-
-
 def _write_topology(state: ClusterState, shards: list[Process]) -> None:
     folder = Path(state.folder)
     (folder / "topology.json").write_text(json.dumps({"replicas": len(shards)}))
@@ -75,7 +62,7 @@ def _start_shard(state: ClusterState, ordinal: int) -> Process:
         f"shard-{ordinal}",
         "shard",
         state.port + 10 + ordinal,
-        _shard_env(state, ordinal),
+        shard_env(state.store, state.index, ordinal, Path(state.folder)),
         Path(state.folder) / "logs",
     )
     state.processes.append(process)
@@ -95,44 +82,19 @@ def run_up(args: argparse.Namespace) -> int:
         str(folder), _uri(args.store, folder / "store"), args.index, images, args.port
     )
     logs = folder / "logs"
-    embedder = spawn("embedder", "embedder", args.port + 1, {}, logs)
+    embedder = spawn("embedder", "embedder", args.port + 1, embedder_env(), logs)
     state.processes.append(embedder)
     state.save()
     print(f"starting the embedder ({embedder.log}) …", flush=True)
     wait_ready(embedder, 300)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simsearch.cli",
-            "index",
-            "build",
-            "--images",
-            images,
-            "--store",
-            state.store,
-            "--index",
-            args.index,
-            "--embedder",
-            embedder.url,
-            "--partitions",
-            str(args.partitions),
-            "--workdir",
-            str(folder / "build"),
-        ],
-        check=True,
+    build = indexer_args(
+        images, state.store, args.index, embedder.url, args.partitions, folder / "build"
     )
+    subprocess.run([sys.executable, "-m", "simsearch.cli", *build], check=True)
     shards = [_start_shard(state, i) for i in range(args.shards)]
     _write_topology(state, shards)
-    router_env = {
-        "SIMSEARCH_DISCOVERY": "file",
-        "SIMSEARCH_SHARDS_FILE": str(folder / "shards.json"),
-        "SIMSEARCH_EMBEDDER_URL": embedder.url,
-        "SIMSEARCH_STORE": images,
-        "SIMSEARCH_IMAGES_ROOT": images,
-        "SIMSEARCH_INDEX": args.index,
-    }
-    router = spawn("router", "router", args.port, router_env, logs)
+    env = router_env(state.store, images, args.index, embedder.url, folder)
+    router = spawn("router", "router", args.port, env, logs)
     state.processes.append(router)
     state.save()
     for shard in shards:

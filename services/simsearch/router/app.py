@@ -16,6 +16,7 @@ Every search answer says how complete it is (`coverage`, `partial`, `index_versi
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from starlette.datastructures import UploadFile
 
 import simsearch
-from simsearch.common.errors import EmptyInput, UnsupportedMediaType
+from simsearch.common.errors import EmptyInput, Unauthorized, UnsupportedMediaType
 from simsearch.common.http import (
     RequestContextMiddleware,
     health_router,
@@ -66,6 +67,28 @@ async def get_service(request: Request) -> RouterService:
 
 
 ServiceDep = Annotated[RouterService, Depends(get_service)]
+
+
+async def require_api_key(request: Request) -> None:
+    """With SIMSEARCH_API_KEYS set, a search or image request needs a key.
+
+    Sent as `X-API-Key: <key>` (or `Authorization: Bearer <key>`), never in the URL, where
+    it would end up in access logs and browser history. Compared in constant time.
+    """
+    keys: frozenset[str] = request.app.state.api_keys
+    if not keys:
+        return
+    given = request.headers.get("x-api-key", "")
+    if not given:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        given = token.strip() if scheme.lower() == "bearer" else ""
+    if not given:
+        raise Unauthorized("this router requires an API key: send it in the X-API-Key header")
+    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise Unauthorized("the API key is not valid")
+
+
+KeyDep = Depends(require_api_key)
 IdPath = Annotated[int, Path(description="An image id (from a search result).")]
 KQuery = Annotated[int | None, Query(description="Results to return (1..SIMSEARCH_MAX_K).")]
 StrictQuery = Annotated[bool, Query(description="503 instead of a partial answer.")]
@@ -156,6 +179,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
     http_metrics = HttpMetrics("router", registry)
     router_metrics = RouterMetrics(registry)
     app = FastAPI(title="simsearch router", version=simsearch.__version__, lifespan=lifespan)
+    app.state.api_keys = settings.api_key_set()
     app.add_middleware(
         RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_body_bytes()
     )
@@ -184,7 +208,11 @@ def create_app(settings: RouterSettings) -> FastAPI:
 
 
 def _add_search_routes(app: FastAPI) -> None:
-    @app.post("/search/vector", response_model=SearchResponse | BatchSearchResponse)
+    @app.post(
+        "/search/vector",
+        response_model=SearchResponse | BatchSearchResponse,
+        dependencies=[KeyDep],
+    )
     async def search_vector(
         body: VectorQuery, request: Request, service: ServiceDep, strict: StrictQuery = False
     ) -> SearchResponse | BatchSearchResponse:
@@ -198,7 +226,7 @@ def _add_search_routes(app: FastAPI) -> None:
         hits = [to_hits(row, prefix) for row in searched.result.hits]
         return BatchSearchResponse(results=hits, **fields)
 
-    @app.post("/search/image", response_model=SearchResponse)
+    @app.post("/search/image", response_model=SearchResponse, dependencies=[KeyDep])
     async def search_image(
         request: Request,
         service: ServiceDep,
@@ -212,7 +240,7 @@ def _add_search_routes(app: FastAPI) -> None:
         searched = await service.search_image(blob, Knobs(k, nprobe, refine, strict))
         return respond(searched, request)
 
-    @app.get("/search/similar/{id}", response_model=SearchResponse)
+    @app.get("/search/similar/{id}", response_model=SearchResponse, dependencies=[KeyDep])
     async def search_similar(
         id: IdPath,
         request: Request,
@@ -228,6 +256,7 @@ def _add_search_routes(app: FastAPI) -> None:
 
     @app.get(
         "/images/{id}",
+        dependencies=[KeyDep],
         response_class=Response,
         responses={200: {"content": {"image/*": {}}}, 307: {"description": "presigned URL"}},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from simsearch.common.settings import ServiceSettings
 
@@ -42,8 +42,10 @@ class RouterSettings(ServiceSettings):
     """Where the shards and the embedder are, query limits, and the HTTP client pool."""
 
     port: int = Field(8000, ge=1, le=65535)
-    discovery: Literal["static", "file", "dns"] = Field(
-        "static", description="static: SIMSEARCH_SHARDS; file: local mode; dns: headless Service."
+    discovery: Literal["static", "file", "dns", "kubernetes"] = Field(
+        "static",
+        description="static: SIMSEARCH_SHARDS; file: local mode; dns: headless Service; "
+        "kubernetes: the shard Service's EndpointSlices, watched.",
     )
     shards: str = Field(
         "", validate_default=True, description="static discovery: comma-separated shard URLs."
@@ -58,7 +60,17 @@ class RouterSettings(ServiceSettings):
         validate_default=True,
         description="dns discovery: a headless Service name resolved to A records.",
     )
-    shard_port: int = Field(8002, ge=1, le=65535, description="dns discovery: the shards' port.")
+    shards_service: str | None = Field(
+        None,
+        validate_default=True,
+        description="kubernetes discovery: the shard Service whose EndpointSlices list the pods.",
+    )
+    namespace: str | None = Field(
+        None, description="kubernetes discovery: the namespace (default: the pod's own)."
+    )
+    shard_port: int = Field(
+        8002, ge=1, le=65535, description="dns/kubernetes discovery: the shards' port."
+    )
     shard_scheme: Literal["http", "https"] = "http"
     index: str = Field("default", description="Index name (for reading its manifest).")
     store: str | None = Field(
@@ -112,16 +124,32 @@ class RouterSettings(ServiceSettings):
         "complete. Lower it to keep serving flagged partial answers while a shard restarts.",
     )
 
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated API keys; when set, searches and images need one in "
+        "the X-API-Key header (health, metrics and the page stay open).",
+    )
+
+    def api_key_set(self) -> frozenset[str]:
+        """The accepted keys (empty: no key needed)."""
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
     @field_validator("embedder_url", "public_s3_endpoint")
     @classmethod
     def _optional_url(cls, value: str | None) -> str | None:
         return None if value is None or not value.strip() else _check_http_url(value, "URL")
 
-    @field_validator("shards", "shards_file", "shards_dns")
+    @field_validator("shards", "shards_file", "shards_dns", "shards_service")
     @classmethod
     def _needed_by_discovery(cls, value: str | None, info: ValidationInfo) -> str | None:
         """The field the chosen discovery reads must be set (errors name this variable)."""
-        needs = {"static": "shards", "file": "shards_file", "dns": "shards_dns"}
+        needs = {
+            "static": "shards",
+            "file": "shards_file",
+            "dns": "shards_dns",
+            "kubernetes": "shards_service",
+        }
         discovery = info.data.get("discovery")
         if needs.get(str(discovery)) == info.field_name and not (value or "").strip():
             raise ValueError(f"required with SIMSEARCH_DISCOVERY={discovery}")

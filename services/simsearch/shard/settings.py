@@ -36,8 +36,16 @@ class ShardSettings(ServiceSettings):
         validate_default=True,
         description="This shard's ordinal; default: the pod name's (or HOSTNAME's) suffix.",
     )
-    topology: Literal["static", "file"] = Field(
-        "static", description="How the shard count is known: a fixed number or a JSON file."
+    topology: Literal["static", "file", "kubernetes"] = Field(
+        "static",
+        description="How the shard count is known: a fixed number, a JSON file, or the "
+        "StatefulSet's spec.replicas (watched through the Kubernetes API).",
+    )
+    namespace: str | None = Field(
+        None, description="Namespace of the StatefulSet (kubernetes topology; downward API)."
+    )
+    statefulset: str | None = Field(
+        None, validate_default=True, description="Name of this shard's StatefulSet (kubernetes)."
     )
     replicas: int = Field(1, ge=1, validate_default=True, description="Shard count (static).")
     topology_file: Path | None = Field(
@@ -94,6 +102,16 @@ class ShardSettings(ServiceSettings):
             raise ValueError(
                 f"shard ordinal {ordinal} (SIMSEARCH_SHARD_ORDINAL) needs at least "
                 f"{ordinal + 1} replicas with the static topology"
+            )
+        return value
+
+    @field_validator("statefulset")
+    @classmethod
+    def _name_for_kubernetes(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("topology") == "kubernetes" and not value:
+            raise ValueError(
+                "required with SIMSEARCH_TOPOLOGY=kubernetes: the StatefulSet whose "
+                "spec.replicas is the shard count"
             )
         return value
 

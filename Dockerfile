@@ -1,0 +1,82 @@
+# syntax=docker/dockerfile:1
+# simsearch images: one target per role, all from this one file and one build context.
+#
+#   docker build --target router   -t simsearch-router .
+#   docker build --target shard    -t simsearch-shard .
+#   docker build --target embedder -t simsearch-embedder .        # CPU torch (the default)
+#   docker build --target indexer  -t simsearch-indexer .
+#   docker build --target embedder -t simsearch-embedder:cu128 \
+#       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
+#
+# Router and shard images carry no torch. Every image runs `simsearch` as uid/gid 10001,
+# reads its settings from SIMSEARCH_* variables and listens on 0.0.0.0 (router :8000,
+# embedder :8001, shard :8002). Kubernetes probes are in the chart (GET /health/live,
+# /health/ready; the router's GET /health), so there is no HEALTHCHECK here.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---- builder: the project's wheel (pure Python; nothing here reaches a runtime layer) ----
+FROM ${PYTHON_IMAGE} AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services/ services/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
+# ---- runtime: the slim base every role shares ----
+FROM ${PYTHON_IMAGE} AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    SIMSEARCH_HOST=0.0.0.0
+# Every wheel the roles need (numpy, faiss-cpu, h5py, pillow, torch, uvloop…) bundles its
+# native libraries, so no apt packages are installed.
+RUN groupadd --system --gid 10001 simsearch \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /app --create-home \
+        --shell /usr/sbin/nologin simsearch
+WORKDIR /app
+ENTRYPOINT ["simsearch"]
+
+# ---- light: router and shard dependencies, no torch ----
+# The router itself needs only its own extra, but `simsearch` builds its whole argument
+# parser at start-up and that imports the `index` commands (faiss, h5py): so the router
+# image gets the shard extra as well (one shared stage). Still no torch.
+FROM runtime AS light
+RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
+    pip install "$(find /dist -name 'simsearch-*.whl')[router,shard]"
+
+# ---- heavy: torch (CPU by default) plus the embedder and indexer dependencies ----
+FROM runtime AS heavy
+# CPU wheels by default; a CUDA index (e.g. https://download.pytorch.org/whl/cu128) for GPUs.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.14.1
+ARG TORCHVISION_VERSION=0.29.1
+# torch first, from its own index only; the project's `torch>=2.4` is then already met.
+RUN pip install --index-url "${TORCH_INDEX_URL}" \
+        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
+    pip install "$(find /dist -name 'simsearch-*.whl')[embedder,indexer]"
+
+# ---- the role targets ----
+FROM light AS router
+USER 10001:10001
+EXPOSE 8000
+CMD ["serve", "router"]
+
+FROM light AS shard
+USER 10001:10001
+EXPOSE 8002
+CMD ["serve", "shard"]
+
+FROM heavy AS embedder
+USER 10001:10001
+EXPOSE 8001
+CMD ["serve", "embedder"]
+
+# A batch job. `index build` needs --images and --store: pass them after the image name
+# (docker run … simsearch-indexer index build --images … --store …); a Kubernetes Job's
+# `args` replace this CMD in the same way, so they start with `index build` too.
+FROM heavy AS indexer
+USER 10001:10001
+CMD ["index", "build"]

@@ -1,0 +1,88 @@
+"""How each role is started: its `simsearch` arguments and its SIMSEARCH_* environment.
+
+`simsearch up` starts its processes from these functions, and the Helm chart starts the
+same commands with the same variables (`tests/unit/test_chart_roles.py` renders the chart
+and compares), so what the local tests prove is what the cluster runs. The only
+differences are where a role learns about the others: locally from files the `up`/`scale`
+commands write (`file` topology and discovery), in Kubernetes from the API (`kubernetes`);
+those pairs are listed in `CLUSTER_EQUIVALENTS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "CLUSTER_EQUIVALENTS",
+    "SERVE_ARGS",
+    "embedder_env",
+    "indexer_args",
+    "router_env",
+    "shard_env",
+]
+
+SERVE_ARGS: dict[str, list[str]] = {
+    role: ["serve", role] for role in ("router", "shard", "embedder")
+}
+
+# local variable -> the variable(s) the chart sets instead, with the same meaning
+CLUSTER_EQUIVALENTS: dict[str, tuple[str, ...]] = {
+    "SIMSEARCH_SHARD_ORDINAL": ("SIMSEARCH_POD_NAME",),  # ordinal = pod-name suffix
+    "SIMSEARCH_TOPOLOGY_FILE": ("SIMSEARCH_STATEFULSET", "SIMSEARCH_REPLICAS"),
+    "SIMSEARCH_SHARDS_FILE": ("SIMSEARCH_SHARDS_SERVICE", "SIMSEARCH_SHARDS_DNS"),
+}
+
+
+def shard_env(store: str, index: str, ordinal: int, folder: Path) -> dict[str, str]:
+    """A local shard: `file` topology from `folder/topology.json`, its own cache folder."""
+    return {
+        "SIMSEARCH_STORE": store,
+        "SIMSEARCH_INDEX": index,
+        "SIMSEARCH_SHARD_ORDINAL": str(ordinal),
+        "SIMSEARCH_TOPOLOGY": "file",
+        "SIMSEARCH_TOPOLOGY_FILE": str(folder / "topology.json"),
+        "SIMSEARCH_CACHE_DIR": str(folder / "cache" / f"shard-{ordinal}"),
+        "SIMSEARCH_POLL_S": "1",
+        "SIMSEARCH_DRAIN_S": "2",
+    }
+
+
+def router_env(
+    store: str, images: str, index: str, embedder_url: str, folder: Path
+) -> dict[str, str]:
+    """A local router: `file` discovery from `folder/shards.json`, images served from `images`."""
+    return {
+        "SIMSEARCH_DISCOVERY": "file",
+        "SIMSEARCH_SHARDS_FILE": str(folder / "shards.json"),
+        "SIMSEARCH_EMBEDDER_URL": embedder_url,
+        "SIMSEARCH_STORE": store,
+        "SIMSEARCH_IMAGES_ROOT": images,
+        "SIMSEARCH_INDEX": index,
+    }
+
+
+def embedder_env() -> dict[str, str]:
+    """The embedder needs nothing beyond host and port locally (model: the default)."""
+    return {}
+
+
+def indexer_args(
+    images: str, store: str, index: str, embedder_url: str, partitions: int, workdir: Path
+) -> list[str]:
+    """`simsearch index build` through the embedder service, resumable from `workdir`."""
+    return [
+        "index",
+        "build",
+        "--images",
+        images,
+        "--store",
+        store,
+        "--index",
+        index,
+        "--embedder",
+        embedder_url,
+        "--partitions",
+        str(partitions),
+        "--workdir",
+        str(workdir),
+    ]
