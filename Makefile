@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 # the script; a no-op once its stamps are there).
 tools: setup
 	VENV=$(VENV) bash scripts/install-tools.sh
+	VENV=$(VENV) bash scripts/install-browser.sh
 
 test: setup tools
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -207,6 +207,8 @@ def test_image_tags_default_to_app_version_and_follow_values() -> None:
     custom = render(None, "router.image.repository=reg.local/r", "router.image.tag=9.9")
     router = find(custom, "Deployment", "-router")
     assert containers(router["spec"]["template"]["spec"])[0]["image"] == "reg.local/r:9.9"
+    numeric = find(render(None, "router.image.tag=1234567"), "Deployment", "-router")
+    assert containers(numeric["spec"]["template"]["spec"])[0]["image"].endswith(":1234567")
 
 
 def test_config_changes_roll_the_pods() -> None:

@@ -110,3 +110,17 @@ def test_import_h5_from_the_old_service(tmp_path: Path) -> None:
     assert manifest.total == 300 and manifest.model.dim == 2048
     assert manifest.model.name == "resnet50"
     assert layout.current() == manifest.version
+
+
+def test_build_of_an_empty_images_root_fails_clearly_unless_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An install hook runs before anyone uploaded images: --allow-empty makes that a no-op."""
+    from simsearch.cli import main
+
+    (tmp_path / "images").mkdir()
+    args = ["index", "build", "--images", str(tmp_path / "images"), "--store", str(tmp_path / "s")]
+    assert main([*args, "--no-progress"]) == 1
+    assert "no images under" in capsys.readouterr().err
+    assert main([*args, "--no-progress", "--allow-empty"]) == 0
+    assert not (tmp_path / "s" / "index" / "default" / "CURRENT").exists()

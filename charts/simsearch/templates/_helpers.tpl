@@ -71,7 +71,7 @@ Usage: include "simsearch.image" (list . .Values.router.image)
 {{- define "simsearch.image" -}}
 {{- $root := index . 0 }}
 {{- $image := index . 1 }}
-{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) }}
+{{- printf "%s:%s" $image.repository (toString (default $root.Chart.AppVersion $image.tag)) }}
 {{- end }}
 
 {{/*

@@ -76,6 +76,12 @@ class InvalidParameter(BadInput):
     code = "invalid_parameter"
 
 
+class NoImages(InvalidParameter):
+    """An index build found no image under its images root (nothing to publish)."""
+
+    code = "no_images"
+
+
 class PayloadTooLarge(BadInput):
     """More bytes than the configured limit; refused before decoding."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from simsearch.common.errors import ConfigError, InvalidParameter, NotFound
+from simsearch.common.errors import ConfigError, NoImages, NotFound
 from simsearch.common.features import open_features
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout, Manifest
@@ -134,7 +134,7 @@ def build(
     scanned = [info.key for info in scan_images(images)]
     report.scanned = len(scanned)
     if not scanned:
-        raise InvalidParameter(f"no images under {images.uri}")
+        raise NoImages(f"no images under {images.uri}")
     base = _base(layout, options)
     if base is not None and base.model.name != backend.model.name:
         raise ConfigError(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from simsearch.common.errors import NoImages
 from simsearch.common.layout import IndexLayout
 from simsearch.common.settings import ServiceSettings, load_settings
 from simsearch.common.storage import open_store
@@ -32,6 +34,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--retrain", action="store_true", help="train a new template")
     b.add_argument("--workdir", type=Path, help="local folder for the resume journal")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="no images yet is not an error: publish nothing and exit 0 (install hooks)",
+    )
     b.set_defaults(func=run_build)
     imp = verbs.add_parser("import-h5", help="publish an old service's features.h5")
     imp.add_argument("file", type=Path)
@@ -82,7 +89,11 @@ def run_build(args: argparse.Namespace) -> int:
         workdir=args.workdir,
         progress=not args.no_progress,
     )
-    report = build(images, _layout(args.store, args.index), backend, options)
+    try:
+        report = build(images, _layout(args.store, args.index), backend, options)
+    except NoImages as err:
+        print(f"simsearch index build: {err.reason}", file=sys.stderr)
+        return 0 if args.allow_empty else 1
     print(json.dumps(asdict(report), indent=2, default=str))
     return 0
 

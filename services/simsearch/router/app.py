@@ -43,7 +43,7 @@ from simsearch.router.discovery import ShardRegistry, make_source
 from simsearch.router.fanout import FanOut
 from simsearch.router.images import ImageLocator
 from simsearch.router.metrics import RouterMetrics
-from simsearch.router.page import PAGE
+from simsearch.router.page import PAGE_HEADERS, asset, render_page
 from simsearch.router.schemas import (
     BatchSearchResponse,
     HealthResponse,
@@ -200,9 +200,16 @@ def create_app(settings: RouterSettings) -> FastAPI:
     _add_status_routes(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> str:
+    async def page(request: Request) -> HTMLResponse:
         """The search page: upload an image, see similar ones (see router/page.py)."""
-        return PAGE
+        html = render_page(needs_key=bool(request.app.state.api_keys))
+        return HTMLResponse(html, headers=PAGE_HEADERS)
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        """The page's script and style sheet (shipped in the package: router/static/)."""
+        data, media_type = asset(name)
+        return Response(data, media_type=media_type, headers=PAGE_HEADERS)
 
     return app
 

@@ -50,6 +50,9 @@ class ShardSource(ABC):
     async def urls(self) -> list[str]:
         """The current shard URLs (no trailing slash)."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
+        """Release what the source holds (the Kubernetes source's watch thread)."""
+
 
 class StaticSource(ShardSource):
     """A fixed list (`SIMSEARCH_SHARDS`)."""
@@ -119,6 +122,11 @@ def make_source(settings: RouterSettings) -> ShardSource:
         return FileSource(Path(settings.shards_file or ""))
     if settings.discovery == "dns":
         return DnsSource(settings.shards_dns or "", settings.shard_port, settings.shard_scheme)
+    if settings.discovery == "kubernetes":
+        from simsearch.router.kube import KubernetesSource  # the client takes ~1 s to import
+
+        service, port = settings.shards_service or "", settings.shard_port
+        return KubernetesSource(service, settings.namespace, port, settings.shard_scheme)
     return StaticSource(settings.shard_urls())
 
 
@@ -234,9 +242,10 @@ class ShardRegistry:
         self._task = asyncio.create_task(self._run(), name="shard-discovery")
 
     async def stop(self) -> None:
-        """Cancel the background poll."""
+        """Cancel the background poll and close the source."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await asyncio.to_thread(self.source.close)

@@ -1,66 +1,62 @@
-"""The search page served at `/`: upload an image, see the most similar ones.
+"""The search page served at `/` and its assets at `/static/{name}`.
 
-Deliberately one self-contained HTML document (no build step, no external assets): it
-calls the same public API a program would (`POST /search/image`, `GET /images/{id}`,
-`GET /search/similar/{id}`, `GET /health`) and shows how complete each answer was.
+Plain files shipped in the package (`router/static/`: `index.html`, `app.js`, `app.css`;
+package data in pyproject), read once with importlib.resources: no build step, no Node, no
+external assets or CDNs. The page calls the same public API a program would
+(`POST /search/image`, `GET /search/similar/{id}`, `GET /images/{id}`, `GET /stats`,
+`GET /health`) with relative URLs, so it also works behind a path prefix.
+
+The one thing rendered per request is whether the router needs an API key
+(`data-api-key` on `<html>`), so the page shows its key field before the first search
+instead of probing the API; the key itself never leaves the browser except in the
+`X-API-Key` header of the page's own requests.
 """
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>simsearch</title>
-<style>
- body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;padding:0 1rem;color:#222}
- h1{margin:0 0 .3rem} .muted{color:#666;font-size:.9rem}
- form{margin:1rem 0;padding:1rem;border:2px dashed #bbb;border-radius:8px}
- #grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:.8rem}
- figure{margin:0;border:1px solid #ddd;border-radius:6px;overflow:hidden;background:#fafafa}
- figure img{width:100%;height:150px;object-fit:cover;display:block;cursor:pointer}
- figcaption{padding:.3rem .4rem;font-size:.8rem;word-break:break-all}
- .warn{background:#fff3cd;border:1px solid #e0c36b;padding:.5rem;border-radius:6px}
- .err{background:#fde2e1;border:1px solid #e09a96;padding:.5rem;border-radius:6px}
-</style></head><body>
-<h1>simsearch</h1>
-<div class="muted" id="health">checking the cluster…</div>
-<form id="form"><input type="file" id="file" name="file" accept="image/*" required>
- <label>k <input type="number" id="k" value="12" min="1" max="100" style="width:4rem"></label>
- <button type="submit">Search similar images</button></form>
-<div id="status"></div><div id="grid"></div>
-<script>
-const $ = (id) => document.getElementById(id);
-async function health() {
-  try { const h = await (await fetch('health')).json();
-    $('health').textContent = `${h.status}: ${h.total_vectors} images, index ${h.index_version}, `
-      + `coverage ${(100 * h.coverage).toFixed(0)} %, shards ${h.shards.up}/${h.shards.total} up`;
-  } catch (e) { $('health').textContent = 'router unreachable'; }
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from simsearch.common.errors import NotFound
+
+__all__ = ["ASSETS", "CSP", "PAGE_HEADERS", "asset", "render_page"]
+
+# name → media type: the only files `/static/{name}` serves (no path is ever joined).
+ASSETS: dict[str, str] = {
+    "app.js": "text/javascript; charset=utf-8",
+    "app.css": "text/css; charset=utf-8",
 }
-function show(answer) {
-  const s = $('status');
-  s.className = answer.partial ? 'warn' : 'muted';
-  s.textContent = (answer.partial ? 'PARTIAL answer: ' : '') + `${answer.results.length} results`
-    + ` in ${answer.took_ms.toFixed(0)} ms, coverage ${(100 * answer.coverage).toFixed(0)} %`;
-  $('grid').replaceChildren(...answer.results.map((r) => {
-    const f = document.createElement('figure');
-    const img = document.createElement('img');
-    img.src = r.url.replace(/^\\//, ''); img.alt = r.path; img.title = 'more like this';
-    img.onclick = () => search(fetch(`search/similar/${r.id}?k=${$('k').value}`));
-    const c = document.createElement('figcaption');
-    c.textContent = `#${r.rank}  ${r.similarity_score.toFixed(3)}  ${r.path}`;
-    f.append(img, c); return f; }));
+
+# Everything from this origin; thumbnails may be blob: URLs (fetched with the API key)
+# or a presigned object-store URL the router redirects to.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' blob: data: https: http:; object-src 'none'; base-uri 'self'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+PAGE_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
 }
-async function search(request) {
-  $('status').className = 'muted'; $('status').textContent = 'searching…';
-  const response = await request; const body = await response.json();
-  if (!response.ok) { $('status').className = 'err';
-    $('status').textContent = `${response.status}: ${body.detail || JSON.stringify(body)}`;
-    $('grid').replaceChildren(); return; }
-  show(body);
-}
-$('form').onsubmit = (e) => { e.preventDefault();
-  const data = new FormData(); data.append('file', $('file').files[0]);
-  search(fetch(`search/image?k=${$('k').value}`, {method: 'POST', body: data})); };
-health(); setInterval(health, 10000);
-const similar = new URLSearchParams(location.search).get('similar');  // shareable result links
-if (similar) search(fetch(`search/similar/${similar}?k=${$('k').value}`));
-</script></body></html>
-"""
+_KEY_MARK = 'data-api-key="optional"'
+
+
+@cache
+def _read(name: str) -> bytes:
+    return resources.files("simsearch.router").joinpath("static", name).read_bytes()
+
+
+def render_page(needs_key: bool) -> str:
+    """index.html, marked `data-api-key="required"` when the router checks API keys."""
+    html = _read("index.html").decode("utf-8")
+    return html.replace(_KEY_MARK, 'data-api-key="required"') if needs_key else html
+
+
+def asset(name: str) -> tuple[bytes, str]:
+    """The bytes and media type of one static asset; NotFound (404) for any other name."""
+    media_type = ASSETS.get(name)
+    if media_type is None:
+        raise NotFound(f"no static file {name!r}")
+    return _read(name), media_type

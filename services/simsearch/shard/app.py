@@ -42,11 +42,24 @@ log = logging.getLogger(__name__)
 
 
 def build_topology(settings: ShardSettings) -> Topology:
-    """The topology source the settings name (ConfigError if its file is unreadable)."""
+    """The topology source the settings name (ConfigError if its file is unreadable, or
+    the Kubernetes API cannot be configured)."""
     if settings.topology == "file":
         assert settings.topology_file is not None  # the settings validator requires it
         return FileTopology(settings.topology_file)
+    if settings.topology == "kubernetes":
+        from simsearch.shard.kube import KubernetesTopology  # the client takes ~1 s to import
+
+        assert settings.statefulset is not None  # the settings validator requires it
+        return KubernetesTopology(settings.statefulset, settings.namespace)
     return StaticTopology(settings.replicas)
+
+
+def close_topology(topology: Topology) -> None:
+    """Stop a topology's background watch, if it has one (the Kubernetes source)."""
+    close = getattr(topology, "close", None)
+    if callable(close):
+        close()
 
 
 def build_service(settings: ShardSettings, metrics: ShardMetrics) -> ShardService:
@@ -94,6 +107,7 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         )
         yield
         await asyncio.to_thread(running.stop)
+        await asyncio.to_thread(close_topology, running.topology)
 
     app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
     app.add_middleware(
