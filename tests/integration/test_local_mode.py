@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.procs import run_cli as cli
 from tests.support.s3server import free_port
 
 pytestmark = pytest.mark.integration
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simsearch.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
 
 
 def wait_for(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]

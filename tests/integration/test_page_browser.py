@@ -29,6 +29,7 @@ import pytest
 from simsearch.local.cluster import ClusterState
 from simsearch.local.roles import router_env
 from tests.support.procs import Service, start_service
+from tests.support.procs import run_cli as simsearch
 from tests.support.s3server import free_port
 
 if TYPE_CHECKING:
@@ -73,17 +74,6 @@ class Cluster:
     folder: Path
     images: Path
     state: ClusterState
-
-
-def simsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simsearch.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=400,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

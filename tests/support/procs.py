@@ -72,3 +72,15 @@ def start_service(
         yield service
     finally:
         stop_process(process)
+
+
+def run_cli(*args: str, cwd: Path, timeout_s: float = 400) -> subprocess.CompletedProcess[str]:
+    """`simsearch ARGS` as a child process (what a user types), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "simsearch.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )

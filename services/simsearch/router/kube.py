@@ -33,7 +33,6 @@ from kubernetes import client
 from simsearch.router.discovery import ShardSource
 from simsearch.shard.kube import (
     REQUEST_TIMEOUT,
-    WATCH_READ_GRACE_S,
     Reflector,
     default_namespace,
     read_json,
@@ -153,16 +152,12 @@ class KubernetesSource(Reflector, ShardSource):
         return str(listing["metadata"]["resourceVersion"])
 
     def _stream(self, watcher: Any, version: str) -> Iterator[dict[str, Any]]:
-        events: Iterator[dict[str, Any]] = watcher.stream(
+        return self._watch_from(
+            watcher,
             self._discovery.list_namespaced_endpoint_slice,
-            self.namespace,
+            version,
             label_selector=f"{SERVICE_LABEL}={self.service}",
-            resource_version=version,
-            timeout_seconds=self.watch_timeout_s,
-            allow_watch_bookmarks=True,
-            _request_timeout=(REQUEST_TIMEOUT[0], self.watch_timeout_s + WATCH_READ_GRACE_S),
         )
-        return events
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         name = str(obj["metadata"]["name"])

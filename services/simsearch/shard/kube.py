@@ -135,6 +135,8 @@ class Reflector(ABC):
     knew because the API server restarted would reshuffle work for nothing.
     """
 
+    namespace: str  # set by each subclass before the thread starts
+
     def __init__(self, what: str, api: Any | None, *, watch_timeout_s: int = 60) -> None:
         self.what = what
         self.watch_timeout_s = watch_timeout_s
@@ -157,6 +159,21 @@ class Reflector(ABC):
     @abstractmethod
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         """Take one ADDED / MODIFIED / DELETED object (plain JSON) into the state."""
+
+    def _watch_from(
+        self, watcher: Any, list_call: Any, version: str, **selector: str
+    ) -> Iterator[dict[str, Any]]:
+        """One bounded watch of `list_call` from `version` (the timing every watch shares)."""
+        events: Iterator[dict[str, Any]] = watcher.stream(
+            list_call,
+            self.namespace,
+            resource_version=version,
+            timeout_seconds=self.watch_timeout_s,
+            allow_watch_bookmarks=True,
+            _request_timeout=(REQUEST_TIMEOUT[0], self.watch_timeout_s + WATCH_READ_GRACE_S),
+            **selector,
+        )
+        return events
 
     @property
     def problem(self) -> str | None:
@@ -298,16 +315,12 @@ class KubernetesTopology(Reflector):
         return str(statefulset["metadata"]["resourceVersion"])
 
     def _stream(self, watcher: Any, version: str) -> Iterator[dict[str, Any]]:
-        events: Iterator[dict[str, Any]] = watcher.stream(
+        return self._watch_from(
+            watcher,
             self._apps.list_namespaced_stateful_set,
-            self.namespace,
+            version,
             field_selector=f"metadata.name={self.name}",
-            resource_version=version,
-            timeout_seconds=self.watch_timeout_s,
-            allow_watch_bookmarks=True,
-            _request_timeout=(REQUEST_TIMEOUT[0], self.watch_timeout_s + WATCH_READ_GRACE_S),
         )
-        return events
 
     def _apply(self, kind: str, obj: dict[str, Any]) -> None:
         if kind == "DELETED":
