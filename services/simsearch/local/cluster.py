@@ -50,6 +50,7 @@ class ClusterState:
     index: str
     images: str
     port: int
+    replication: int = 1
     processes: list[Process] = field(default_factory=list)
 
     def save(self) -> None:

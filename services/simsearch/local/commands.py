@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 
 from simsearch.common.errors import ConfigError
+from simsearch.common.layout import IndexLayout
+from simsearch.common.storage import open_store
 from simsearch.local.cluster import ClusterState, Process, alive, spawn, stop, wait_ready
 from simsearch.local.roles import embedder_env, indexer_args, router_env, shard_env
 
@@ -22,15 +26,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     """The local-cluster commands."""
     up = sub.add_parser("up", help="run a whole cluster locally and print its URL")
     up.add_argument("--images", help="images to index (default: the bundled sample photos)")
+    up.add_argument(
+        "--features",
+        type=Path,
+        help="serve an old service's features.h5 instead (vector search only: no embedder)",
+    )
     up.add_argument("--store", help="object store for the index (default: .simsearch/store)")
     up.add_argument("--index", default="default")
     up.add_argument("--shards", type=int, default=2)
     up.add_argument("--port", type=int, default=8000, help="router port; others follow it")
     up.add_argument("--partitions", type=int, default=16)
+    up.add_argument("--replication", type=int, default=1, help="shards holding each partition")
     up.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     up.set_defaults(func=run_up)
-    scale = sub.add_parser("scale", help="change the number of local shards")
+    scale = sub.add_parser(
+        "scale", help="change the number of local shards (and restart any that died)"
+    )
     scale.add_argument("shards", type=int)
+    scale.add_argument("--timeout", type=float, default=300, help="seconds to wait for shards")
     scale.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
     scale.set_defaults(func=run_scale)
     for name, func, text in (
@@ -52,77 +65,188 @@ def _uri(value: str | None, default: Path) -> str:
 
 
 def _write_topology(state: ClusterState, shards: list[Process]) -> None:
-    folder = Path(state.folder)
-    (folder / "topology.json").write_text(json.dumps({"replicas": len(shards)}))
-    (folder / "shards.json").write_text(json.dumps({"shards": [p.url for p in shards]}))
+    _write_replicas(state, len(shards))
+    _write_urls(state, shards)
+
+
+def _write_replicas(state: ClusterState, replicas: int) -> None:
+    """What every shard reads as the shard count (`kubectl scale` changes spec.replicas)."""
+    _replace(Path(state.folder) / "topology.json", {"replicas": replicas})
+
+
+def _write_urls(state: ClusterState, shards: list[Process]) -> None:
+    """What the router reads as the shard URLs (EndpointSlices in Kubernetes)."""
+    _replace(Path(state.folder) / "shards.json", {"shards": [p.url for p in shards]})
+
+
+def _replace(path: Path, data: object) -> None:
+    """Write JSON atomically: a reader polling the file never sees half of it."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
 
 
 def _start_shard(state: ClusterState, ordinal: int) -> Process:
+    env = shard_env(state.store, state.index, ordinal, Path(state.folder), state.replication)
     process = spawn(
-        f"shard-{ordinal}",
-        "shard",
-        state.port + 10 + ordinal,
-        shard_env(state.store, state.index, ordinal, Path(state.folder)),
-        Path(state.folder) / "logs",
+        f"shard-{ordinal}", "shard", state.port + 10 + ordinal, env, Path(state.folder) / "logs"
     )
     state.processes.append(process)
     return process
 
 
 def run_up(args: argparse.Namespace) -> int:
-    """Embedder → index build → shards → router; prints the router's URL."""
+    """Embedder → index build (or features.h5 import) → shards → router; prints the URL."""
     folder = args.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "state.json").exists() and any(
         alive(p.pid) for p in ClusterState.load(folder).processes
     ):
         raise ConfigError(f"a local cluster already runs from {folder}; `simsearch down` first")
-    images = _uri(args.images, SAMPLES)
+    if args.features is not None and args.images is not None:
+        raise ConfigError("give --images (embed photos) or --features (import vectors), not both")
+    images = _uri(args.images, SAMPLES) if args.features is None else ""
     state = ClusterState(
-        str(folder), _uri(args.store, folder / "store"), args.index, images, args.port
+        str(folder),
+        _uri(args.store, folder / "store"),
+        args.index,
+        images,
+        args.port,
+        replication=args.replication,
     )
-    logs = folder / "logs"
-    embedder = spawn("embedder", "embedder", args.port + 1, embedder_env(), logs)
-    state.processes.append(embedder)
-    state.save()
-    print(f"starting the embedder ({embedder.log}) …", flush=True)
-    wait_ready(embedder, 300)
-    build = indexer_args(
-        images, state.store, args.index, embedder.url, args.partitions, folder / "build"
-    )
-    subprocess.run([sys.executable, "-m", "simsearch.cli", *build], check=True)
+    embedder_url = _publish_index(state, args, folder)
     shards = [_start_shard(state, i) for i in range(args.shards)]
     _write_topology(state, shards)
-    env = router_env(state.store, images, args.index, embedder.url, folder)
-    router = spawn("router", "router", args.port, env, logs)
+    env = router_env(state.store, images, args.index, embedder_url, folder)
+    router = spawn("router", "router", args.port, env, folder / "logs")
     state.processes.append(router)
     state.save()
     for shard in shards:
         wait_ready(shard, 300)
     wait_ready(router, 120)
-    print(f"simsearch is up: {router.url}  (logs in {logs}; stop with `simsearch down`)")
+    print(f"simsearch is up: {router.url}  (logs in {folder / 'logs'}; stop with `simsearch down`)")
     return 0
+
+
+def _publish_index(state: ClusterState, args: argparse.Namespace, folder: Path) -> str:
+    """Index the images through a started embedder (its URL is returned), or import
+    `--features` (no embedder: "" is returned and image search answers 503)."""
+    if args.features is not None:
+        imported = [
+            "index", "import-h5", str(args.features), "--store", state.store,
+            "--index", state.index, "--partitions", str(args.partitions),
+        ]  # fmt: skip
+        subprocess.run([sys.executable, "-m", "simsearch.cli", *imported], check=True)
+        return ""
+    embedder = spawn("embedder", "embedder", args.port + 1, embedder_env(), folder / "logs")
+    state.processes.append(embedder)
+    state.save()
+    print(f"starting the embedder ({embedder.log}) …", flush=True)
+    wait_ready(embedder, 300)
+    build = indexer_args(
+        state.images, state.store, state.index, embedder.url, args.partitions, folder / "build"
+    )
+    subprocess.run([sys.executable, "-m", "simsearch.cli", *build], check=True)
+    return embedder.url
 
 
 def run_scale(args: argparse.Namespace) -> int:
-    """Start or stop shards and rewrite the topology the shards and the router read."""
-    state = ClusterState.load(args.folder.resolve())
-    shards = state.shards()
+    """Resize the shard set make-before-break, as the StatefulSet controller would resize it.
+
+    Growing: the new processes start and `topology.json` changes at once; the old shards
+    keep what they give away for their drain delay, longer than a new shard takes to
+    load. Shrinking: `topology.json` changes first, and the leaving shards are stopped
+    only once the survivors have loaded every partition of the live version — until then
+    the leaving ones keep serving (they hold on to what they have while scaled away).
+    Shards that died are started again, so `simsearch scale N` with the current N heals.
+    """
     if args.shards < 1:
         raise ConfigError("a cluster needs at least one shard")
-    for ordinal in range(len(shards), args.shards):
-        shards.append(_start_shard(state, ordinal))
-    removed = shards[args.shards :]
-    shards = shards[: args.shards]
-    _write_topology(state, shards)
-    for process in removed:
-        stop(process)
-        state.processes.remove(process)
+    state = ClusterState.load(args.folder.resolve())
+    shards = state.shards()
+    for dead in [p for p in shards if not alive(p.pid)]:
+        state.processes.remove(dead)
+        ordinal = int(dead.role.split("-")[1])
+        shards[shards.index(dead)] = _start_shard(state, ordinal)
+        print(f"restarted {dead.role}")
+    shards += [_start_shard(state, ordinal) for ordinal in range(len(shards), args.shards)]
+    kept, leaving = shards[: args.shards], shards[args.shards :]
+    _write_replicas(state, len(kept))
+    if len(shards) == len(kept):
+        _write_urls(state, kept)
     state.save()
-    for shard in shards:
-        wait_ready(shard, 300)
-    print(f"{len(shards)} shards")
+    for shard in kept:
+        wait_ready(shard, args.timeout)
+    if leaving:
+        _wait_covered(state, kept, args.timeout)
+        _write_urls(state, kept)
+        _wait_router_without(state, len(kept), args.timeout)
+        for process in leaving:
+            stop(process)
+            state.processes.remove(process)
+        state.save()
+    print(f"{len(kept)} shards")
     return 0
+
+
+def _wait_covered(state: ClusterState, shards: list[Process], timeout_s: float) -> None:
+    """Wait until `shards` together have every partition of the live version ready."""
+    layout = IndexLayout(open_store(state.store), state.index)
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            live = layout.current()
+            missing = _uncovered(client, shards, live) if live else None
+            if missing == set():
+                return
+            time.sleep(0.2)
+    raise ConfigError(
+        f"the remaining {len(shards)} shards did not load every partition within "
+        f"{timeout_s:.0f}s; the leaving shards were left running (see the shard logs)"
+    )
+
+
+def _wait_router_without(state: ClusterState, shards: int, timeout_s: float) -> None:
+    """Wait until the router lists only the remaining `shards` and they cover everything.
+
+    Until the router has re-read the shard list and the survivors' holdings, it may still
+    plan partitions on a leaving shard with no other holder it knows of; stopping that
+    shard then would cost coverage.
+    """
+    router = next((p for p in state.processes if p.role == "router"), None)
+    if router is None or not alive(router.pid):
+        return
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                health = client.get(f"{router.url}/health").json()
+            except (httpx.HTTPError, ValueError):
+                health = {}
+            listed = health.get("shards", {}).get("total")
+            if listed == shards and health.get("status") == "healthy":
+                return
+            time.sleep(0.2)
+    raise ConfigError(
+        f"the router did not settle on {shards} shards within {timeout_s:.0f}s; the leaving "
+        "shards were left running (see logs/router.log)"
+    )
+
+
+def _uncovered(client: httpx.Client, shards: list[Process], version: str) -> set[int] | None:
+    """Partitions of `version` no shard has ready (None until the version is known)."""
+    ready: set[int] = set()
+    total: int | None = None
+    for shard in shards:
+        try:
+            info = client.get(f"{shard.url}/info").json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        for held in info["versions"]:
+            if held["version"] == version:
+                total = held["partitions"]
+                ready.update(held["ready"])
+    return None if total is None else set(range(total)) - ready
 
 
 def run_status(args: argparse.Namespace) -> int:

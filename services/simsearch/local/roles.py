@@ -33,8 +33,15 @@ CLUSTER_EQUIVALENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def shard_env(store: str, index: str, ordinal: int, folder: Path) -> dict[str, str]:
-    """A local shard: `file` topology from `folder/topology.json`, its own cache folder."""
+def shard_env(
+    store: str, index: str, ordinal: int, folder: Path, replication: int = 1
+) -> dict[str, str]:
+    """A local shard: `file` topology from `folder/topology.json`, its own cache folder.
+
+    The drain delay (how long a shard keeps a partition it no longer owns) must outlast
+    a new shard's start and load, or a scale-up leaves a gap: 10 s covers a local process
+    start (~3 s) and the load of a sample-sized index with room to spare.
+    """
     return {
         "SIMSEARCH_STORE": store,
         "SIMSEARCH_INDEX": index,
@@ -42,23 +49,30 @@ def shard_env(store: str, index: str, ordinal: int, folder: Path) -> dict[str, s
         "SIMSEARCH_TOPOLOGY": "file",
         "SIMSEARCH_TOPOLOGY_FILE": str(folder / "topology.json"),
         "SIMSEARCH_CACHE_DIR": str(folder / "cache" / f"shard-{ordinal}"),
+        "SIMSEARCH_REPLICATION": str(replication),
         "SIMSEARCH_POLL_S": "1",
-        "SIMSEARCH_DRAIN_S": "2",
+        "SIMSEARCH_DRAIN_S": "10",
     }
 
 
 def router_env(
     store: str, images: str, index: str, embedder_url: str, folder: Path
 ) -> dict[str, str]:
-    """A local router: `file` discovery from `folder/shards.json`, images served from `images`."""
-    return {
+    """A local router: `file` discovery from `folder/shards.json`, images served from `images`.
+
+    An empty `images` leaves the images root to the manifest's source, and an empty
+    `embedder_url` means vector search only (an imported features.h5).
+    """
+    env = {
         "SIMSEARCH_DISCOVERY": "file",
         "SIMSEARCH_SHARDS_FILE": str(folder / "shards.json"),
         "SIMSEARCH_EMBEDDER_URL": embedder_url,
         "SIMSEARCH_STORE": store,
         "SIMSEARCH_IMAGES_ROOT": images,
         "SIMSEARCH_INDEX": index,
+        "SIMSEARCH_POLL_S": "1",
     }
+    return {name: value for name, value in env.items() if value}
 
 
 def embedder_env() -> dict[str, str]:

@@ -132,7 +132,7 @@ class Holdings:
                 state = self._versions[manifest.version] = _Version(manifest)
                 log.info("loading version %s", manifest.version)
             self._retire_at.pop(manifest.version, None)  # live again after a rollback
-            owned = self._owned(manifest.partitions, replicas)
+            owned = self._owned(manifest.partitions, replicas, frozenset(state.ready))
             state.assigned = owned
             state.loading = frozenset(owned - state.ready.keys())
             for p in owned & state.drops.keys():
@@ -151,10 +151,16 @@ class Holdings:
             self._retire_older(state, now)
         self._sweep_once()
 
-    def _owned(self, partitions: int, replicas: int) -> frozenset[int]:
-        """Partitions this ordinal holds; none when it is beyond the shard count."""
+    def _owned(self, partitions: int, replicas: int, held: frozenset[int]) -> frozenset[int]:
+        """Partitions this ordinal holds under `replicas` shards.
+
+        A shard beyond the shard count is being scaled away: it keeps serving what it
+        `held` until it is stopped (by the StatefulSet controller, or `simsearch scale`
+        once the survivors cover everything), loading nothing new. Dropping at once would
+        open a gap in coverage before the survivors have loaded its partitions.
+        """
         if self.ordinal >= replicas:
-            return frozenset()  # being scaled away: drain everything
+            return held
         return frozenset(partitions_for(self.ordinal, partitions, replicas, self.replication))
 
     def _load_missing(self, state: _Version, stop: Callable[[], bool]) -> None:
