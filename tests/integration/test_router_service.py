@@ -2,7 +2,7 @@
 real embedder and a real S3-protocol server (moto) holding the images.
 
 The index (300 random unit vectors, exact IVF1,Flat, P=8) is written with the indexer's
-own writer to a file:// store; the shards load their halves by rendezvous placement. The
+own writer to a file:// store; the shards load their halves by the placement. The
 sharded answer must equal brute force over the same vectors. Then one shard is killed
 (answers flagged partial, strict → 503, /health degraded) and restarted on the same port
 (the router recovers by itself, observed with a deadline, never a fixed sleep).

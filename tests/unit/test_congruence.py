@@ -2,7 +2,7 @@
 
 The same template, the same vectors and the same search parameters, searched (a) as one
 monolithic index with exact re-ranking and (b) split into partitions, spread over N shards
-by rendezvous placement, searched shard by shard and merged: the top-10 ids must agree
+by the placement, searched shard by shard and merged: the top-10 ids must agree
 (ties tolerated the way faiss.contrib.evaluation.check_ref_knn_with_draws tolerates them).
 """
 

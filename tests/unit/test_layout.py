@@ -422,6 +422,91 @@ def test_corrupt_current_and_manifest(layout: IndexLayout, tmp_path: Path) -> No
         layout.current()
 
 
+# -------------------------------------------------------------------------- rollback
+
+
+def test_rollback_steps_back_one_published_version_at_a_time(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    """Without a version: the newest published one older than CURRENT; crashed builds are
+    skipped; an explicit newer version undoes the rollback; the live one is a no-op."""
+    v = [vid(i) for i in range(4)]
+    for i in (0, 1, 3):
+        layout.publish(build(layout, tmp_path, v[i], partitions=1))
+    build(layout, tmp_path, v[2], partitions=1)  # crashed between v1 and v3: never a target
+    assert layout.current() == v[3]
+    assert layout.rollback() == v[1]
+    assert layout.current() == v[1]
+    assert layout.store.get(layout.current_key()) == f"{v[1]}\n".encode()  # publish's format
+    assert layout.rollback() == v[0]
+    with pytest.raises(NotFound, match=f"no published version older than the live {v[0]}"):
+        layout.rollback()
+    assert layout.current() == v[0]
+    assert layout.rollback(v[3]) == v[3]  # forward again, e.g. to undo a rollback
+    assert layout.rollback(v[3]) == v[3]  # already live: harmless
+    assert layout.current() == v[3]
+    assert layout.versions() == [v[0], v[1], v[3]]  # a rollback deletes nothing
+
+
+def test_rollback_refusals_leave_current_alone(layout: IndexLayout, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="no live version"):
+        layout.rollback()
+    v = [vid(i) for i in range(5)]
+    for i in (0, 1, 2):
+        layout.publish(build(layout, tmp_path, v[i], partitions=2))
+    build(layout, tmp_path, v[3], partitions=1)  # crashed build: files, no manifest
+    store = layout.store
+    store.put(layout.manifest_key(v[4]), b"{broken")
+    store.delete(layout.partition_key(v[1], 1, INDEX_FILE))  # damaged by hand
+    cases: list[tuple[str, type[Exception], str]] = [
+        ("v2026", InvalidParameter, "invalid index version id"),
+        (vid(9), NotFound, "not published"),  # never built
+        (v[3], NotFound, "not published"),
+        (v[4], CorruptIndex, "not a valid manifest"),
+        (v[1], CorruptIndex, "refusing to roll back to version .* is missing"),
+    ]
+    for target, error, words in cases:
+        with pytest.raises(error, match=words):
+            layout.rollback(target)
+        assert layout.current() == v[2]
+    with pytest.raises(CorruptIndex, match="is missing"):
+        layout.rollback()  # the default target is v1, damaged: not silently v0
+    assert layout.current() == v[2]
+
+
+def test_rollback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`simsearch index rollback`: JSON on success, one line on stderr and exit 1 on refusal."""
+    from simsearch.cli import main
+
+    root = tmp_path / "store"
+    layout = IndexLayout(FileStore(root))
+    v1, v2 = vid(0), vid(1)
+    for v in (v1, v2):
+        layout.publish(build(layout, tmp_path, v, partitions=1))
+    assert main(["index", "rollback", "--store", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"previous": v2, "current": v1}
+    assert layout.current() == v1
+
+    assert main(["index", "rollback", "--store", str(root)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("simsearch index rollback: ")
+    assert "no published version older" in captured.err
+
+    assert main(["index", "rollback", "nope", "--store", str(root)]) == 1
+    assert "invalid index version id" in capsys.readouterr().err
+    assert main(["index", "rollback", vid(5), "--store", str(root)]) == 1
+    assert "not published" in capsys.readouterr().err
+    assert main(["index", "rollback", "--store", str(root), "--index", "other"]) == 1
+    assert "no live version" in capsys.readouterr().err
+    assert main(["index", "rollback", "--store", str(root), "--index", "Bad Name"]) == 1
+    assert "invalid index name" in capsys.readouterr().err
+
+    assert main(["index", "rollback", v2, "--store", str(root)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"previous": v1, "current": v2}
+    assert layout.current() == v2
+
+
 # -------------------------------------------------------------------------------- gc
 
 

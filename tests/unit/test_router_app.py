@@ -1,19 +1,26 @@
 """The router app in-process with no shard answering: every route says why, none is a 500.
 
 Driven through httpx's ASGI transport with the app's lifespan entered by hand (the
-transport does not run it), so discovery really polls the dead shard URL.
+transport does not run it), so discovery really polls the dead shard URL. The reload
+fan-out is also tested against fake shards (`Upstream._request` replaced) to inject
+slow, failing and garbled answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
 from simsearch.common.settings import load_settings
+from simsearch.common.wire import ShardInfo, ShardReload, ShardVersionInfo
 from simsearch.router.app import create_app
+from simsearch.router.discovery import ShardRegistry, StaticSource
 from simsearch.router.settings import RouterSettings
+from simsearch.router.transport import Reply, Upstream, UpstreamFailure
 from tests.support.s3server import free_port
 
 Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
@@ -41,6 +48,7 @@ def test_openapi_lists_the_public_routes() -> None:
         paths = (await client.get("/openapi.json")).json()["paths"]
         for route in ("/search/vector", "/search/image", "/search/similar/{id}", "/images/{id}"):
             assert route in paths
+        assert "post" in paths["/admin/reload"]
         assert {"/health", "/stats", "/health/live", "/health/ready", "/metrics"} <= set(paths)
 
     run(scenario)
@@ -104,3 +112,122 @@ def test_api_keys_guard_searches_and_images_but_not_health() -> None:
             assert (await client.get(open_path)).status_code != 401, open_path
 
     run(scenario, api_keys="k1, k2")
+
+
+# ------------------------------------------------------------------ /admin/reload
+
+
+def test_admin_reload_reports_a_dead_shard_instead_of_failing() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        response = await client.post("/admin/reload", params={"timeout_s": 1})
+        assert response.status_code == 200
+        ((url, outcome),) = response.json()["shards"].items()
+        assert url.startswith("http://127.0.0.1:")
+        assert outcome["status"] is None and "unreachable" in outcome["error"]
+        assert (await client.post("/admin/reload", params={"timeout_s": -1})).status_code == 422
+
+    run(scenario)
+
+
+def test_admin_reload_needs_the_api_key_when_keys_are_set() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        assert (await client.post("/admin/reload")).status_code == 401
+        wrong = await client.post("/admin/reload", headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401
+        ok = await client.post(
+            "/admin/reload", headers={"X-API-Key": "k1"}, params={"timeout_s": 1}
+        )
+        assert ok.status_code == 200 and len(ok.json()["shards"]) == 1
+
+    run(scenario, api_keys="k1")
+
+
+OLD = "v20250101T000000Z-aaaaaa"
+NEW = "v20250102T000000Z-bbbbbb"
+JSON = "application/json"
+
+
+def shard_info(ordinal: int, live: str) -> bytes:
+    """A shard holding OLD and NEW complete (one partition each) with `live` live."""
+    versions = [
+        ShardVersionInfo(
+            version=v,
+            partitions=1,
+            ready=[0],
+            dim=4,
+            nprobe=1,
+            refine=1,
+            vectors=1,
+            model="t",
+            live=v == live,
+        )
+        for v in (OLD, NEW)
+    ]
+    info = ShardInfo(
+        ordinal=ordinal,
+        replicas=5,
+        index="default",
+        ready=True,
+        versions=versions,
+        rss_bytes=0,
+        version="t",
+    )
+    return info.model_dump_json().encode()
+
+
+def test_reload_all_asks_every_shard_at_once_then_refreshes_the_registry() -> None:
+    """Five shards, each reload taking 0.3 s: done in well under 5 × 0.3 s, every outcome
+    reported by URL, and the /info read afterwards already shows what the reload changed."""
+    urls = [f"http://s{i}" for i in range(5)]
+    reloaded: set[str] = set()
+    calls: list[str] = []
+
+    class FakeShards(Upstream):
+        async def _request(self, method: str, url: str, timeout_s: float, **kw: Any) -> Reply:
+            base, _, path = url.partition("/admin/reload")
+            if not path:  # GET /info: after a reload, CURRENT is the rolled-back OLD
+                base = url.removesuffix("/info")
+                calls.append(f"info {base}")
+                live = OLD if base in reloaded else NEW
+                return Reply(200, shard_info(urls.index(base), live), JSON)
+            calls.append(f"reload {base}")
+            assert path == "?timeout_s=2.5" and timeout_s > 2.5
+            await asyncio.sleep(0.3)
+            reloaded.add(base)
+            body = ShardReload(current=OLD, versions=[OLD, NEW], ready=True)
+            if base == urls[0]:
+                return Reply(200, body.model_dump_json().encode(), JSON)
+            if base == urls[1]:
+                return Reply(202, body.model_dump_json().encode(), JSON)
+            if base == urls[2]:
+                error = b'{"status": "error", "error": "x", "detail": "store unreachable"}'
+                return Reply(503, error, JSON)
+            if base == urls[3]:
+                return Reply(200, b"<html>a proxy</html>", "text/html")
+            raise UpstreamFailure(url, "unreachable (refused)", unreachable=True, timeout=False)
+
+    async def go() -> None:
+        registry = ShardRegistry(StaticSource(urls), FakeShards(None), 60, 1.0)
+        await registry.poll_once()
+        assert all(s.info and s.info.versions[1].live for s in registry.states.values())
+        calls.clear()
+        started = time.monotonic()
+        results = await registry.reload_all(2.5)
+        assert time.monotonic() - started < 1.0  # concurrent, not 5 × 0.3 s
+        assert registry.polls == 2
+        assert calls[:5] == [f"reload {u}" for u in urls]  # all reloads, then the refresh
+        assert sorted(calls[5:]) == [f"info {u}" for u in urls]
+        assert list(results) == urls
+        first, second, failing, garbled, dead = (results[u] for u in urls)
+        assert (first.status, first.current, first.ready, first.error) == (200, OLD, True, None)
+        assert first.versions == [OLD, NEW]
+        assert (second.status, second.current) == (202, OLD)
+        assert (failing.status, failing.error) == (503, "store unreachable")
+        assert garbled.status == 200 and garbled.error is not None
+        assert garbled.error.startswith("not a reload answer")
+        assert (dead.status, dead.error) == (None, "unreachable (refused)")
+        for url in urls:  # the refresh read what each shard reports after its reload
+            info = registry.states[url].info
+            assert info is not None and info.versions[0].live  # OLD live again
+
+    asyncio.run(go())

@@ -11,7 +11,7 @@ NEWER = "v20250103T000000Z-cccccc"
 
 
 def held(
-    version: str, ready: list[int], p: int = 8, vectors: int | None = None
+    version: str, ready: list[int], p: int = 8, vectors: int | None = None, live: bool = False
 ) -> ShardVersionInfo:
     return ShardVersionInfo(
         version=version,
@@ -22,6 +22,7 @@ def held(
         refine=1,
         vectors=len(ready) * 10 if vectors is None else vectors,
         model="test",
+        live=live,
     )
 
 
@@ -48,6 +49,71 @@ def test_a_newer_version_still_loading_does_not_take_over() -> None:
     ]
     choice = choose_version(shards)
     assert choice is not None and choice.version == NEW and choice.complete
+
+
+def test_after_a_rollback_the_live_older_version_wins_over_a_newer_complete_one() -> None:
+    """CURRENT was rolled back to OLD: shards still hold NEW complete, but follow CURRENT."""
+    shards = [
+        shard("a", held(OLD, [0, 1, 2, 3], live=True), held(NEW, [0, 1, 2, 3])),
+        shard("b", held(OLD, [4, 5, 6, 7], live=True), held(NEW, [4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == OLD and choice.complete and choice.live
+
+
+def test_a_rollback_target_still_loading_leaves_the_newer_complete_version_answering() -> None:
+    """The rolled-back-to OLD must be loaded again first: NEW answers in full meanwhile."""
+    shards = [
+        shard("a", held(OLD, [0, 1], live=True), held(NEW, [0, 1, 2, 3])),
+        shard("b", held(OLD, [], live=True), held(NEW, [4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == NEW and choice.complete and not choice.live
+
+
+def test_a_forward_update_switches_only_once_the_live_version_is_complete() -> None:
+    """NEWER is live but half loaded: complete NEW answers; once NEWER is complete, it does."""
+    loading = [
+        shard("a", held(NEW, [0, 1, 2, 3]), held(NEWER, [0, 1, 2, 3], live=True)),
+        shard("b", held(NEW, [4, 5, 6, 7]), held(NEWER, [4], live=True)),
+    ]
+    choice = choose_version(loading)
+    assert choice is not None and choice.version == NEW and choice.complete
+    done = [
+        shard("a", held(NEW, [0, 1, 2, 3]), held(NEWER, [0, 1, 2, 3], live=True)),
+        shard("b", held(NEW, [4, 5, 6, 7]), held(NEWER, [4, 5, 6, 7], live=True)),
+    ]
+    choice = choose_version(done)
+    assert choice is not None and choice.version == NEWER and choice.complete
+
+
+def test_shards_disagreeing_on_live_take_the_newest_live_complete_version() -> None:
+    """Mid-rollback, shard b has not polled yet: both versions are live somewhere."""
+    shards = [
+        shard("a", held(OLD, [0, 1, 2, 3], live=True), held(NEW, [0, 1, 2, 3])),
+        shard("b", held(OLD, [4, 5, 6, 7]), held(NEW, [4, 5, 6, 7], live=True)),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == NEW and choice.live
+
+
+def test_without_live_information_the_newest_complete_version_wins() -> None:
+    """Shards that predate the `live` field: the choice is what it always was."""
+    shards = [
+        shard("a", held(OLD, [0, 1, 2, 3]), held(NEW, [0, 1, 2, 3]), held(NEWER, [0])),
+        shard("b", held(OLD, [4, 5, 6, 7]), held(NEW, [4, 5, 6, 7])),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == NEW and not choice.live
+    old_wire = held(OLD, [0]).model_dump(exclude={"live"})  # a report without the field
+    assert ShardVersionInfo.model_validate(old_wire).live is False
+
+
+def test_a_live_but_partial_version_does_not_beat_better_coverage() -> None:
+    """With nothing complete, coverage decides as before; `live` does not pull it down."""
+    shards = [shard("a", held(OLD, [0, 1, 2, 3, 4, 5]), held(NEW, [0, 1], live=True))]
+    choice = choose_version(shards)
+    assert choice is not None and choice.version == OLD and not choice.complete
 
 
 def test_no_complete_version_takes_the_best_coverage_and_is_partial() -> None:

@@ -1,4 +1,4 @@
-"""Partition loading: verified cache reuse, corrupt files, make-before-break on changes.
+"""Partition loading: verified cache reuse, stamps, corrupt files, make-before-break.
 
 Real indexes (write_index on a FileStore) and real files; only the clock is fake, so the
 drain delays can be stepped through without sleeping.
@@ -6,13 +6,24 @@ drain delays can be stepped through without sleeping.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from simsearch.common.layout import CorruptIndex, FileRef, IndexLayout, Manifest, ModelInfo
+from simsearch.common.layout import (
+    CorruptIndex,
+    FileRef,
+    IndexLayout,
+    Manifest,
+    ModelInfo,
+    verify_file,
+)
 from simsearch.common.placement import partitions_for
 from simsearch.common.storage import FileStore
 from simsearch.indexer.writer import write_index
@@ -231,3 +242,206 @@ def test_a_restart_sweeps_files_it_no_longer_serves(layout: IndexLayout, tmp_pat
     for p in partitions_for(0, P, 2):
         expected |= {new.partition_files[p].index.key, new.partition_files[p].features.key}
     assert files == expected
+    stamps = {
+        p.relative_to(cache.stamps).as_posix() for p in cache.stamps.rglob("*") if p.is_file()
+    }
+    assert stamps <= expected  # the old version's stamps went with its files
+
+
+# ------------------------------------------------------------------ verification stamps
+
+
+class Hashes:
+    """Counts full verifications: the loader's `verify_file`, which reads the whole file."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.keys: list[str] = []
+
+        def counting(path: Path, ref: FileRef) -> None:
+            self.keys.append(ref.key)
+            verify_file(path, ref)
+
+        monkeypatch.setattr("simsearch.shard.loader.verify_file", counting)
+
+
+def settle(path: Path, scratch: Path) -> None:
+    """Wait until a file written now gets later timestamps than `path` (one clock tick).
+
+    A stamp is only written once the file's timestamps are older than the stamp, so a test
+    that needs a stamp lets the filesystem clock move on first (milliseconds, not seconds).
+    """
+    st = path.stat()
+    probe = scratch / "clock-probe"
+    deadline = time.monotonic() + 5
+    while True:
+        probe.unlink(missing_ok=True)
+        probe.write_bytes(b"")
+        if probe.stat().st_mtime_ns > max(st.st_mtime_ns, st.st_ctime_ns):
+            break
+        assert time.monotonic() < deadline, "the filesystem clock does not move"
+        time.sleep(0.001)
+    probe.unlink()
+
+
+def warm(cache: PartitionCache, refs: list[FileRef], scratch: Path) -> None:
+    """Download `refs` and leave each with a stamp (a second fetch writes one if needed)."""
+    for ref in refs:
+        settle(cache.fetch(ref), scratch)
+        cache.fetch(ref)
+        assert cache.stamp_of(ref).is_file()
+
+
+def test_a_restart_trusts_stamped_files_without_hashing(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = publish(layout)
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    info = manifest.partition_files[3]
+    warm(cache, [manifest.trained, info.index, info.features], tmp_path)
+    assert cache.stamps == tmp_path / "cache" / ".stamps" / layout.name  # outside cache.root
+    again, metrics = cache_for(layout, tmp_path / "cache")
+    hashes = Hashes(monkeypatch)
+    served = again.load_partition(manifest, 3, again.load_quantizer(manifest))
+    assert served.partition.index.ntotal == info.count
+    assert hashes.keys == []
+    assert value(metrics.cache_hits) == 3
+    assert value(metrics.downloaded_bytes) == 0
+
+
+@pytest.mark.parametrize("change", ["rewrite", "truncate", "replace-keeping-mtime"])
+def test_a_file_changed_after_stamping_is_verified_and_downloaded_again(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    manifest = publish(layout)
+    ref = manifest.partition_files[0].features
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    warm(cache, [ref], tmp_path)
+    local = cache.path_of(ref)
+    original, stamped = local.read_bytes(), local.stat()
+    if change == "rewrite":  # same size, other bytes, in place
+        local.write_bytes(bytes(len(original)))
+        assert local.stat().st_mtime_ns != stamped.st_mtime_ns
+    elif change == "truncate":
+        local.write_bytes(original[:-1])
+    else:  # another file renamed over it with the old mtime: only inode and ctime differ
+        other = local.with_name("other")
+        other.write_bytes(bytes(len(original)))
+        os.utime(other, ns=(stamped.st_atime_ns, stamped.st_mtime_ns))
+        os.replace(other, local)
+        assert local.stat().st_mtime_ns == stamped.st_mtime_ns
+    again, metrics = cache_for(layout, tmp_path / "cache")
+    hashes = Hashes(monkeypatch)
+    assert again.fetch(ref).read_bytes() == original
+    assert hashes.keys == [ref.key, ref.key]  # the cached copy (fails), then the download
+    assert value(metrics.downloaded_bytes) == ref.size
+    assert value(metrics.cache_hits) == 0
+
+
+def test_a_stamp_for_another_sha256_is_ignored(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = publish(layout)
+    ref = manifest.partition_files[0].index
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    warm(cache, [ref], tmp_path)
+    # the manifest now says other bytes for the same key (and size): the stamp is stale
+    new = bytes(ref.size)
+    store_path(layout, ref).write_bytes(new)
+    changed = FileRef(key=ref.key, size=ref.size, sha256=hashlib.sha256(new).hexdigest())
+    again, metrics = cache_for(layout, tmp_path / "cache")
+    hashes = Hashes(monkeypatch)
+    assert again.fetch(changed).read_bytes() == new
+    assert hashes.keys == [ref.key, ref.key]
+    assert value(metrics.downloaded_bytes) == ref.size
+    stamp = json.loads(again.stamp_of(ref).read_bytes())  # if one was written: the new sha
+    assert stamp["sha256"] == changed.sha256
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{not json", b"\xff\xfe", b"[]", b'{"format": 1}', b"null"],
+    ids=["empty", "not-json", "not-utf8", "list", "partial", "null"],
+)
+def test_a_corrupt_stamp_means_a_full_verification(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    manifest = publish(layout)
+    ref = manifest.trained
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    warm(cache, [ref], tmp_path)
+    cache.stamp_of(ref).write_bytes(body)
+    again, metrics = cache_for(layout, tmp_path / "cache")
+    hashes = Hashes(monkeypatch)
+    again.fetch(ref)
+    assert hashes.keys == [ref.key]
+    assert value(metrics.cache_hits) == 1
+    assert value(metrics.downloaded_bytes) == 0
+    assert json.loads(again.stamp_of(ref).read_bytes())["sha256"] == ref.sha256  # re-stamped
+    again.fetch(ref)
+    assert hashes.keys == [ref.key]
+
+
+def test_a_stamp_with_another_stat_means_a_full_verification(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = publish(layout)
+    ref = manifest.trained
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    warm(cache, [ref], tmp_path)
+    stamp = json.loads(cache.stamp_of(ref).read_bytes())
+    stamp["stat"][3] += 1  # another inode: the file was replaced since
+    cache.stamp_of(ref).write_text(json.dumps(stamp))
+    hashes = Hashes(monkeypatch)
+    cache.fetch(ref)
+    assert hashes.keys == [ref.key]
+
+
+def test_a_file_with_timestamps_not_older_than_the_check_is_not_stamped(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write in the same clock tick as the check would leave the timestamps unchanged."""
+    manifest = publish(layout)
+    ref = manifest.trained
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    local = cache.fetch(ref)
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(local, ns=(future, future))
+    hashes = Hashes(monkeypatch)
+    cache.fetch(ref)
+    cache.fetch(ref)
+    assert hashes.keys == [ref.key, ref.key]
+    assert not cache.stamp_of(ref).exists()
+
+
+def test_sweep_keeps_stamps_of_kept_files_and_removes_the_rest(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    manifest = publish(layout)
+    kept, dropped = manifest.partition_files[0].index, manifest.partition_files[1].index
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    warm(cache, [kept, dropped], tmp_path)
+    half_written = cache.stamp_of(kept).with_name("index.faiss.0a1b2c.tmp")
+    half_written.write_text("{")
+    orphan = cache.stamps / "versions" / "v20200101T000000Z-000000" / "trained.faiss"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("{}")
+    assert cache.sweep({kept.key}) == 1  # cache files only: dropped's index.faiss
+    stamps = {p for p in cache.stamps.rglob("*") if p.is_file()}
+    assert stamps == {cache.stamp_of(kept)}
+    assert not cache.stamp_of(dropped).parent.exists()  # empty folders pruned
+    assert not orphan.parent.exists()
+    assert cache.fetch(kept) == cache.path_of(kept)
+
+
+def test_discard_removes_the_stamp(layout: IndexLayout, tmp_path: Path) -> None:
+    manifest = publish(layout)
+    gone, used = manifest.partition_files[2].index, manifest.partition_files[2].features
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    warm(cache, [gone, used], tmp_path)
+    cache.discard([gone, used], keep={used.key})
+    assert not cache.path_of(gone).exists()
+    assert not cache.stamp_of(gone).exists()
+    assert cache.path_of(used).is_file()
+    assert cache.stamp_of(used).is_file()
+    cache.discard([used], keep=set())
+    assert not any(cache.stamps.rglob("*"))  # empty folders pruned

@@ -7,9 +7,12 @@ different nprobe on an IVF-PQ index must equal the same searches run one by one.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,7 +23,8 @@ from simsearch.common.storage import FileStore
 from simsearch.common.topk import Candidates, merge
 from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_array, encode_array
 from simsearch.indexer.writer import write_index
-from simsearch.shard.app import build_service
+from simsearch.router.planner import ShardView, choose_version
+from simsearch.shard.app import build_service, create_app
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.service import PartitionsNotReady, ShardService, VersionNotLoaded
 from simsearch.shard.settings import ShardSettings
@@ -171,6 +175,7 @@ def test_info_and_readiness(shards: list[ShardService], index: tuple[Path, Manif
     assert (version.dim, version.model, version.nprobe, version.refine) == (DIM, "test", 1, 1)
     assert version.vectors == sum(index[1].partition_files[p].count for p in version.ready)
     assert info.rss_bytes > 10_000_000
+    assert version.live  # CURRENT names it
     ready, reason = shards[1].readiness()
     assert ready and f"{len(version.ready)}/{len(version.ready)} partitions ready" in reason
 
@@ -222,3 +227,93 @@ def test_concurrent_searches_with_different_nprobe_agree_with_serial(tmp_path: P
         assert one.ids_b64 == other.ids_b64 and one.exact_b64 == other.exact_b64
     assert serial[0].ids_b64 != serial[2].ids_b64  # nprobe really changes the answer
     assert serial[0].width == K * 4  # the manifest's refine
+
+
+# ------------------------------------------------------------------ /admin/reload
+
+
+def test_reload_polls_now_and_follows_a_rollback(tmp_path: Path) -> None:
+    """With poll_s an hour, `POST /admin/reload` is what makes the shard see a new CURRENT:
+    first a publish, then a rollback, each answered after the poll that saw it."""
+    layout = IndexLayout(FileStore(tmp_path / "store"))
+    model = ModelInfo(name="test", dim=DIM)
+    m1 = write_index(layout, IDS, VECTORS, PATHS, model, partitions=P)
+    settings = ShardSettings(
+        store=str(tmp_path / "store"),
+        shard_ordinal=0,
+        replicas=1,
+        cache_dir=tmp_path / "cache",
+        poll_s=3600,
+        drain_s=3600,  # keep the version rolled back from held, as in a real rollback
+    )
+    service = build_service(settings, ShardMetrics(CollectorRegistry()))
+    app = create_app(settings, service)
+
+    def live_choice() -> str | None:
+        info = service.info()
+        choice = choose_version([ShardView("s", {v.version: v for v in info.versions})])
+        return choice.version if choice is not None else None
+
+    async def go() -> float:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://shard") as client:
+                first = await client.post("/admin/reload")
+                assert first.status_code == 200
+                assert first.json() == {
+                    "current": m1.version,
+                    "versions": [m1.version],
+                    "ready": True,
+                    "error": None,
+                }
+                m2 = write_index(layout, IDS, VECTORS, PATHS, model, partitions=P, base=m1)
+                assert service.live == m1.version  # the poller sleeps for an hour...
+                second = await client.post("/admin/reload", params={"timeout_s": 60})
+                assert second.status_code == 200  # ...unless woken
+                assert second.json()["current"] == m2.version
+                assert second.json()["versions"] == [m1.version, m2.version]
+                assert live_choice() == m2.version
+
+                assert layout.rollback() == m1.version
+                third = (await client.post("/admin/reload")).json()
+                assert third["current"] == m1.version and third["ready"]
+                assert third["versions"] == [m1.version, m2.version]  # m2 drains later
+                live = {v.version: v.live for v in service.info().versions}
+                assert live == {m1.version: True, m2.version: False}
+                assert live_choice() == m1.version  # the router follows CURRENT back
+                served = (await client.get("/info")).json()["versions"]
+                assert [v["live"] for v in served] == [True, False]
+
+                bad = await client.post("/admin/reload", params={"timeout_s": 301})
+                assert bad.status_code == 422
+            started = time.monotonic()
+        return time.monotonic() - started  # the lifespan's exit: stop() ends the long wait
+
+    assert asyncio.run(go()) < 5
+
+
+def test_reload_answers_202_when_the_poll_is_not_done_in_time(
+    index: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    """`timeout_s=0` only triggers the poll; a stopped shard does not wait at all."""
+    settings = ShardSettings(
+        store=str(index[0]), shard_ordinal=0, cache_dir=tmp_path / "cache", poll_s=3600
+    )
+    service = build_service(settings, ShardMetrics(CollectorRegistry()))
+    app = create_app(settings, service)
+
+    async def go() -> None:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://shard") as client:
+                pending = await client.post("/admin/reload", params={"timeout_s": 0})
+                assert pending.status_code == 202
+                assert set(pending.json()) == {"current", "versions", "ready", "error"}
+                done = await client.post("/admin/reload")
+                assert done.status_code == 200 and done.json()["current"] == index[1].version
+        started = time.monotonic()
+        finished, state = await service.reload(30)  # stopped: nobody will poll
+        assert not finished and state.current == index[1].version
+        assert time.monotonic() - started < 1
+
+    asyncio.run(go())

@@ -21,6 +21,9 @@ Rules that make this safe without locks or transactions:
   an older version's folder: an incremental build reuses unchanged partitions without
   copying them. `gc` therefore deletes object by object, never a whole folder, and never
   a file that a kept manifest references.
+* Rolling back is the same single step: `rollback` points `CURRENT` at an older
+  published version (its files are still there — `gc` keeps every file a kept manifest
+  references and never deletes the live version).
 * Version ids start with a UTC timestamp (`v20261127T031500Z-1a2b3c`), so sorting them
   as strings sorts them by creation time.
 
@@ -419,7 +422,7 @@ class IndexLayout:
             raise InvalidParameter(
                 f"manifest of index {manifest.index_name!r} cannot be published as {self.name!r}"
             )
-        self._check_files(manifest)
+        self._check_files(manifest, "publish")
         key = self.manifest_key(manifest.version)
         try:
             existing: Manifest | None = self.load_manifest(manifest.version)
@@ -432,10 +435,52 @@ class IndexLayout:
                 f"version {manifest.version} of index {self.name!r} is already published with "
                 "a different manifest; a published version never changes — build a new one"
             )
-        self.store.put(self.current_key(), f"{manifest.version}\n".encode())
+        self._point_current_at(manifest.version)
 
-    def _check_files(self, manifest: Manifest) -> None:
-        """Every referenced file exists with the recorded size (one listing per folder)."""
+    def rollback(self, version: str | None = None) -> str:
+        """Point `CURRENT` back at an older published version; return the version now live.
+
+        Without `version`: the newest published version older than the live one (ids sort
+        by creation time, so "older" is string order). With `version`: that version, which
+        must be published (newer than the live one is allowed, to undo a rollback; the
+        live one itself is a harmless no-op). Nothing is rebuilt or copied: a published
+        version never changes, so flipping the pointer is the whole rollback, and shards
+        follow it on their next poll. The files are checked as `publish` checks them, so a
+        version damaged by hand is refused rather than handed to shards that cannot load it.
+
+        `NotFound` when nothing is live or nothing older is published, or `version` is not
+        published; `CorruptIndex` when its manifest or files are damaged; `InvalidParameter`
+        when `version` is not a version id.
+        """
+        live = self.current()
+        if live is None:
+            raise NotFound(
+                f"index {self.name!r} has no live version in {self.store.uri} "
+                f"(no {self.current_key()}): nothing to roll back"
+            )
+        if version is None:
+            older = [v for v in self.versions() if v < live]
+            if not older:
+                raise NotFound(
+                    f"index {self.name!r} has no published version older than the live "
+                    f"{live} to roll back to"
+                )
+            version = older[-1]
+        manifest = self.load_manifest(_check_version(version))
+        self._check_files(manifest, "roll back to")
+        self._point_current_at(manifest.version)
+        return manifest.version
+
+    def _point_current_at(self, version: str) -> None:
+        """Write `CURRENT`, the only step readers see; one atomic write (rename or PUT).
+
+        Shared by `publish` and `rollback` so the pointer has one format and one writer.
+        """
+        self.store.put(self.current_key(), f"{_check_version(version)}\n".encode())
+
+    def _check_files(self, manifest: Manifest, action: str) -> None:
+        """Every referenced file exists with the recorded size (one listing per folder);
+        `action` ("publish", "roll back to") names what is refused otherwise."""
         refs = manifest.files()
         sizes: dict[str, int] = {}
         folders = {self._folder_prefix(ref) for ref in refs}
@@ -456,7 +501,7 @@ class IndexLayout:
                 problems.append(f"{key} has {size} bytes, not {ref.size}")
         if problems:
             raise CorruptIndex(
-                f"refusing to publish version {manifest.version} of index {self.name!r}: "
+                f"refusing to {action} version {manifest.version} of index {self.name!r}: "
                 f"{_name_some(problems)}"
             )
 

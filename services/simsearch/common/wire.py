@@ -152,7 +152,15 @@ class ShardCandidates(BaseModel):
 
 
 class ShardVersionInfo(BaseModel):
-    """What a shard holds of one index version."""
+    """What a shard holds of one index version.
+
+    `live` is True for the version `CURRENT` named at the shard's last poll that could
+    read it. The router prefers a fully covered live version over a newer one, so that
+    after `simsearch index rollback` (CURRENT on an *older* version) queries follow
+    CURRENT instead of the newest id. Defaults to False, so a report from a shard that
+    predates the field reads as "no live information" and the router falls back to the
+    newest complete version, as before.
+    """
 
     version: str
     partitions: int  # P of that version
@@ -164,6 +172,7 @@ class ShardVersionInfo(BaseModel):
     refine: int
     vectors: int  # vectors in the ready partitions
     model: str
+    live: bool = False  # CURRENT pointed here at this shard's last successful poll
 
 
 class ShardInfo(BaseModel):
@@ -176,6 +185,19 @@ class ShardInfo(BaseModel):
     versions: list[ShardVersionInfo]
     rss_bytes: int
     version: str  # simsearch version
+
+
+class ShardReload(BaseModel):
+    """`POST /admin/reload` of a shard: what its poll (run on request) saw.
+
+    200 when that poll finished within the request's timeout, 202 when it is still running
+    (loading); the body has the same shape either way.
+    """
+
+    current: str | None  # the version CURRENT named; None if nothing was ever published
+    versions: list[str]  # version ids held (ready, loading or draining), oldest first
+    ready: bool  # the shard's readiness, as /health/ready reports it
+    error: str | None = None  # why the last poll failed (store unreachable, ...), if it did
 
 
 class ShardItem(BaseModel):

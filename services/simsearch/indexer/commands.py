@@ -1,4 +1,5 @@
-"""The `simsearch index …` commands: argument handling around build, import-h5 and gc."""
+"""The `simsearch index …` commands: argument handling around build, import-h5, gc and
+rollback."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from simsearch.common.errors import NoImages
+from simsearch.common.errors import CorruptIndex, InvalidParameter, NoImages, NotFound
 from simsearch.common.layout import IndexLayout
 from simsearch.common.settings import ServiceSettings, load_settings
 from simsearch.common.storage import open_store
@@ -19,7 +20,7 @@ from simsearch.indexer.import_h5 import OLD_SERVICE_MODEL, import_h5
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`simsearch index build|import-h5|gc` and `simsearch store make-bucket`."""
+    """`simsearch index build|import-h5|gc|rollback` and `simsearch store make-bucket`."""
     index = sub.add_parser("index", help="build and manage indexes in object storage")
     verbs = index.add_subparsers(dest="verb", required=True)
     b = verbs.add_parser("build", help="embed images and publish a new index version")
@@ -52,6 +53,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     gc.add_argument("--index", default="default")
     gc.add_argument("--keep", type=int, required=True)
     gc.set_defaults(func=run_gc)
+    rb = verbs.add_parser("rollback", help="point CURRENT back at an older published version")
+    rb.add_argument(
+        "version", nargs="?", help="default: the newest published version older than the live one"
+    )
+    rb.add_argument("--store", required=True)
+    rb.add_argument("--index", default="default")
+    rb.set_defaults(func=run_rollback)
     store = sub.add_parser("store", help="prepare the object store")
     store_verbs = store.add_subparsers(dest="verb", required=True)
     mb = store_verbs.add_parser("make-bucket", help="create the bucket (or folder) if missing")
@@ -116,4 +124,21 @@ def run_import_h5(args: argparse.Namespace) -> int:
 def run_gc(args: argparse.Namespace) -> int:
     deleted = _layout(args.store, args.index).gc(args.keep)
     print(json.dumps({"deleted": deleted}))
+    return 0
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    """Flip CURRENT back and print {"previous", "current"}; a refusal exits 1 with the reason.
+
+    A refusal is an operator's mistake (nothing older, a typo in the id, a damaged
+    version), not a crash, so it gets one line on stderr instead of a traceback.
+    """
+    try:
+        layout = _layout(args.store, args.index)
+        previous = layout.current()
+        current = layout.rollback(args.version)
+    except (NotFound, CorruptIndex, InvalidParameter) as err:
+        print(f"simsearch index rollback: {err.reason}", file=sys.stderr)
+        return 1
+    print(json.dumps({"previous": previous, "current": current}))
     return 0

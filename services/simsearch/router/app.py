@@ -6,6 +6,7 @@ GET  /search/similar/{id}  search with an indexed image's own vector (it ranks f
 GET  /images/{id}          the image bytes, or a 307 to a presigned URL (public S3 endpoint)
 GET  /health               healthy | degraded | unhealthy, shard counts, coverage
 GET  /stats                totals, index version, P, every shard's partitions and state
+POST /admin/reload         every shard polls CURRENT now; then shards are re-read (API key)
 GET  /health/live          the process answers
 GET  /health/ready         some index version is fully covered by shards that are up
 GET  /metrics              Prometheus
@@ -47,6 +48,7 @@ from simsearch.router.page import PAGE_HEADERS, asset, render_page
 from simsearch.router.schemas import (
     BatchSearchResponse,
     HealthResponse,
+    ReloadResponse,
     SearchResponse,
     StatsResponse,
     VectorQuery,
@@ -94,6 +96,9 @@ KQuery = Annotated[int | None, Query(description="Results to return (1..SIMSEARC
 StrictQuery = Annotated[bool, Query(description="503 instead of a partial answer.")]
 NprobeQuery = Annotated[int | None, Query(ge=1, le=65536, description="Override nprobe.")]
 RefineQuery = Annotated[int | None, Query(ge=1, le=100, description="Override refine.")]
+ReloadTimeout = Annotated[
+    float, Query(ge=0, le=300, description="Seconds each shard waits for its poll (then 202).")
+]
 
 
 def respond(searched: Searched, request: Request) -> SearchResponse:
@@ -198,6 +203,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
     app.include_router(metrics_router(http_metrics))
     _add_search_routes(app)
     _add_status_routes(app)
+    _add_admin_routes(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> HTMLResponse:
@@ -292,3 +298,14 @@ def _add_status_routes(app: FastAPI) -> None:
     async def stats(service: ServiceDep) -> StatsResponse:
         """Totals, the version queries use, and every shard's partitions and state."""
         return status.stats(list(service.registry.states.values()), time.monotonic())
+
+
+def _add_admin_routes(app: FastAPI) -> None:
+    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[KeyDep])
+    async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> ReloadResponse:
+        """Every known shard polls CURRENT now (e.g. after `simsearch index rollback`), then
+        the router re-reads their /info; 200 with each shard's outcome, failures included.
+
+        Guarded by the API key like searches: it makes every shard hit the object store.
+        """
+        return ReloadResponse(shards=await service.registry.reload_all(timeout_s))

@@ -7,6 +7,10 @@ good `ShardInfo`, when it was seen and whether the shard is up. A shard whose `/
 fails is down and left out of every plan until it answers again: recovery needs nobody.
 Fan-out also marks a shard down the moment it cannot be reached, so queries stop waiting
 on a dead pod before the next poll.
+
+`ShardRegistry.reload_all` (the router's `POST /admin/reload`) asks every known shard to
+poll `CURRENT` now and then re-reads their `/info`, so a rollback or a publish reaches the
+planner without waiting for two poll periods (the shard's, then the router's).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from simsearch.common.wire import ShardInfo
+from simsearch.common.wire import ShardInfo, ShardReload
 from simsearch.router.planner import ShardView
 from simsearch.router.settings import RouterSettings
 from simsearch.router.transport import Upstream, UpstreamFailure
@@ -33,6 +37,7 @@ __all__ = [
     "DnsSource",
     "FileSource",
     "ShardRegistry",
+    "ShardReloadResult",
     "ShardSource",
     "ShardState",
     "StaticSource",
@@ -41,6 +46,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A shard answers its reload within the timeout it is given (then 202); the transport gets
+# this much longer, so a slow but healthy shard is not reported as "no answer".
+_RELOAD_SLACK_S = 5.0
 
 
 class ShardSource(ABC):
@@ -153,6 +162,21 @@ class ShardState:
         self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
 
 
+class ShardReloadResult(BaseModel):
+    """How one shard answered `POST /admin/reload`, as the router reports it.
+
+    `status` 200: the shard polled and finished; 202: it polled and is still loading;
+    anything else, or None when no HTTP answer came, comes with `error`. The other fields
+    are the shard's `ShardReload` when it answered 200 or 202.
+    """
+
+    status: int | None = None
+    current: str | None = None
+    versions: list[str] = Field(default_factory=list)
+    ready: bool = False
+    error: str | None = None
+
+
 def views(states: Iterable[ShardState]) -> list[ShardView]:
     """The planner's view of every shard that is up."""
     return [view for state in states if (view := state.view()) is not None]
@@ -221,6 +245,39 @@ class ShardRegistry:
             log.warning("shard %s is down: %s", url, reason)
         state.up, state.error = False, reason
         state.failures += 1
+
+    async def reload_all(self, timeout_s: float) -> dict[str, ShardReloadResult]:
+        """Ask every known shard to poll now (concurrently), then poll their /info.
+
+        Each shard waits up to `timeout_s` for its poll. Never raises for a shard's sake:
+        a shard that is down, slow or answers an error is reported in its own entry, so
+        one bad pod cannot hide what the others did. Down shards are asked too — a shard
+        marked down may be back, and the refresh that follows notices either way.
+        """
+        urls = sorted(self.states)
+        results = await asyncio.gather(*(self._reload(url, timeout_s) for url in urls))
+        try:
+            await self.poll_once()
+        except Exception:  # as in `_run`: a bug in one poll must not fail the request
+            log.exception("shard poll after a reload failed")
+        return dict(zip(urls, results, strict=True))
+
+    async def _reload(self, url: str, timeout_s: float) -> ShardReloadResult:
+        """One shard's `POST /admin/reload`, with every failure turned into a result."""
+        target = f"{url}/admin/reload?timeout_s={timeout_s:g}"
+        try:
+            reply = await self.upstream.post_json(target, b"", timeout_s + _RELOAD_SLACK_S)
+        except UpstreamFailure as exc:
+            return ShardReloadResult(error=exc.reason)
+        if reply.status not in (200, 202):
+            return ShardReloadResult(status=reply.status, error=reply.detail())
+        try:
+            body = ShardReload.model_validate_json(reply.body)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            reason = f"not a reload answer: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+            return ShardReloadResult(status=reply.status, error=reason)
+        return ShardReloadResult(status=reply.status, **body.model_dump())
 
     def refresh_soon(self) -> None:
         """Poll now instead of at the next tick (a shard answered that it changed)."""

@@ -3,11 +3,24 @@
 Pure functions over what the shards last reported (`ShardView`): no I/O and no clocks, so
 every rule is unit-tested without a server.
 
-Version choice: the NEWEST version whose partitions 0..P-1 are all ready on some healthy
-shard. While a new version loads, the old one stays fully covered and keeps answering;
-the router moves to the new one as soon as it is complete, never to half of it. If no
-version is complete (shards down), the version with the best coverage answers and the
-answer is flagged partial: a partial answer is never silent.
+Version choice follows `CURRENT`, but only onto a version that can answer in full:
+
+1. among the fully covered versions (partitions 0..P-1 all ready on some healthy shard),
+   the newest one some shard reports `live` (what CURRENT named at its last poll);
+2. else the newest fully covered version;
+3. else (shards down) the one with the best coverage, and the answer is flagged partial:
+   a partial answer is never silent.
+
+Why `live` first: after `simsearch index rollback`, CURRENT names an OLDER version while
+shards still hold the newer one complete (they keep it until the rolled-back one is
+complete again, then drain it); "newest complete" alone would keep answering from the
+version the operator just rolled back from. A forward update still switches only when
+complete: while a new version loads, it is live but not complete, so the old complete
+one keeps answering (rule 2), and the router moves as soon as the new one is complete —
+never to half of it. Shards that do not report `live` (older ones) make rule 1 empty and
+the choice is the newest complete version, as before. While shards disagree (some polled
+the new CURRENT, some not yet), both versions may be live; the newest of them answers
+until the last shard polls (`POST /admin/reload` makes that immediate).
 
 Partition plan: `placement.plan_query` gives every partition to exactly one shard that
 has it ready, balanced, so a partition ready on two shards during a rebalance (or with
@@ -47,6 +60,7 @@ class VersionChoice:
     holders: Mapping[str, frozenset[int]]  # shard URL -> ready partitions of this version
     vectors: int = 0  # vectors in the covered partitions (counted once per partition)
     covered: frozenset[int] = field(default_factory=frozenset)
+    live: bool = False  # some healthy shard reports CURRENT names this version
 
     @property
     def coverage(self) -> float:
@@ -107,6 +121,7 @@ def _choice(name: str, reports: list[tuple[str, ShardVersionInfo]]) -> VersionCh
         holders=holders,
         vectors=_count_vectors(holders, totals),
         covered=covered,
+        live=any(info.live for _, info in reports),
     )
 
 
@@ -129,7 +144,8 @@ def _count_vectors(holders: Mapping[str, frozenset[int]], totals: Mapping[str, i
 
 
 def choose_version(shards: Iterable[ShardView]) -> VersionChoice | None:
-    """The newest fully covered version; else the best-covered one (newest on a tie).
+    """The newest fully covered live version; else the newest fully covered one; else the
+    best-covered one (newest on a tie). See the module docstring for why, in that order.
 
     None when no healthy shard has any partition of any version ready.
     """
@@ -137,8 +153,11 @@ def choose_version(shards: Iterable[ShardView]) -> VersionChoice | None:
     if not candidates:
         return None
     complete = [c for c in candidates if c.complete]
+    live = [c for c in complete if c.live]
+    if live:
+        return live[0]  # `versions` is newest first; version ids sort by time
     if complete:
-        return complete[0]  # `versions` is newest first; version ids sort by time
+        return complete[0]
     return max(candidates, key=lambda c: (c.coverage, c.version))
 
 

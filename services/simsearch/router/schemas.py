@@ -14,11 +14,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
+from simsearch.router.discovery import ShardReloadResult
 from simsearch.router.fanout import FanoutResult, Hit
 
 __all__ = [
     "BatchSearchResponse",
     "HealthResponse",
+    "ReloadResponse",
     "SearchHit",
     "SearchResponse",
     "ShardCounts",
@@ -215,3 +217,9 @@ class StatsResponse(BaseModel):
     refine: int | None
     shards: list[ShardStatus]
     versions: list[VersionStatus]
+
+
+class ReloadResponse(BaseModel):
+    """`POST /admin/reload`: each known shard's answer, by URL (errors included, never 500)."""
+
+    shards: dict[str, ShardReloadResult]

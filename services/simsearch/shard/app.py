@@ -3,6 +3,7 @@
 POST /search         a query batch for named partitions of one version → candidates
 GET  /items/{id}     path and exact vector of one indexed image (?version=)
 GET  /info           ordinal, replicas seen, versions with ready/loading/failed partitions
+POST /admin/reload   poll CURRENT now and wait for that poll (?timeout_s=, default 30)
 GET  /health/live    the process answers
 GET  /health/ready   a version is loaded (see `ShardService.readiness`)
 GET  /metrics        Prometheus
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 import simsearch
@@ -30,7 +32,13 @@ from simsearch.common.http import (
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.common.telemetry import HttpMetrics
-from simsearch.common.wire import ShardCandidates, ShardInfo, ShardItem, ShardSearchRequest
+from simsearch.common.wire import (
+    ShardCandidates,
+    ShardInfo,
+    ShardItem,
+    ShardReload,
+    ShardSearchRequest,
+)
 from simsearch.shard.loader import PartitionCache
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.service import ShardService
@@ -85,6 +93,14 @@ async def get_service(request: Request) -> ShardService:
 
 
 ServiceDep = Annotated[ShardService, Depends(get_service)]
+ReloadTimeout = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=300,
+        description="Seconds to wait for the poll (0: just trigger it); then 202 if unfinished.",
+    ),
+]
 
 
 def create_app(settings: ShardSettings, service: ShardService | None = None) -> FastAPI:
@@ -142,5 +158,16 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
     async def info(service: ServiceDep) -> ShardInfo:
         """What this shard serves now; the router plans every query from it."""
         return service.info()
+
+    @app.post(
+        "/admin/reload",
+        response_model=ShardReload,
+        responses={202: {"model": ShardReload, "description": "the poll is still running"}},
+    )
+    async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> JSONResponse:
+        """Poll CURRENT now instead of in up to `poll_s`: 200 once that poll finished,
+        202 (same body) if it is still loading when `timeout_s` runs out."""
+        finished, state = await service.reload(timeout_s)
+        return JSONResponse(state.model_dump(), status_code=200 if finished else 202)
 
     return app

@@ -6,6 +6,12 @@ that same thread — loading is I/O and hashing, and a thread keeps it off the e
 without making search wait. Any failure of a poll (store unreachable, corrupt manifest)
 is logged and reported by `/health/ready` and the shard simply tries again next tick.
 
+`POST /admin/reload` (`ShardService.reload`) wakes the poller for a poll *now* — after
+`simsearch index rollback` or a publish, an operator need not wait `poll_s` — and waits
+for a poll that started after the request, so its answer reflects the new `CURRENT`. The
+poller stays the only thread that reads the store and loads: a reload never loads in the
+request, so two loads can never race.
+
 Searches run in a small thread pool: FAISS releases the GIL, so concurrent requests scan
 in parallel while the event loop keeps accepting connections.
 """
@@ -40,6 +46,7 @@ from simsearch.common.wire import (
     ShardCandidates,
     ShardInfo,
     ShardItem,
+    ShardReload,
     ShardSearchRequest,
     ShardVersionInfo,
     decode_array,
@@ -54,6 +61,8 @@ from simsearch.shard.versions import Holdings, VersionView
 __all__ = ["NotServed", "PartitionsNotReady", "ShardService", "VersionNotLoaded"]
 
 log = logging.getLogger(__name__)
+
+_RELOAD_TICK_S = 0.05  # how often a waiting reload looks at the poll counter
 
 
 @dataclass(frozen=True)
@@ -86,8 +95,13 @@ class ShardService:
         self.metrics = metrics
         self.replicas_seen = 0  # until the first poll reads the topology
         self.last_error: str | None = None
+        self.live: str | None = None  # what CURRENT named at the last poll that could read it
         self._manifests: dict[str, Manifest] = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by stop() and reload(): end the wait now
+        self._count_lock = threading.Lock()
+        self._polls_started = 0
+        self._polls_done = 0
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(settings.search_workers, "search")
 
@@ -101,6 +115,7 @@ class ShardService:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop polling (a load in progress stops between partitions) and the search pool."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -108,13 +123,32 @@ class ShardService:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.poll_once()
-            self._stop.wait(self.settings.poll_s)
+            # a wake that arrived during the poll ends this wait at once: one more poll,
+            # which is what a reload sent mid-poll needs (it must see CURRENT afresh)
+            self._wake.wait(self.settings.poll_s)
+            self._wake.clear()
 
     def poll_once(self) -> None:
-        """One tick: read topology and CURRENT, reconcile; failures are kept, not raised."""
+        """One tick: read topology and CURRENT, reconcile; failures are kept, not raised.
+
+        Polls are counted (started, finished) so that `reload` can wait for one that
+        started after its request, whichever thread runs it.
+        """
+        with self._count_lock:
+            self._polls_started += 1
+        try:
+            self._poll()
+        finally:
+            with self._count_lock:
+                self._polls_done += 1
+
+    def _poll(self) -> None:
+        """The tick's work; `live` changes only when CURRENT could be read, so a store
+        outage keeps reporting the last known live version rather than none."""
         try:
             self.replicas_seen = self.topology.replicas()
             manifest = self._live_manifest()
+            self.live = manifest.version if manifest is not None else None
             if manifest is None:
                 self._note_error(
                     f"index {self.layout.name!r} has no published version in "
@@ -154,6 +188,38 @@ class ShardService:
             self.metrics.partitions.labels(state).set(count)
         self.metrics.versions.set(len(self.holdings.views()))
         self.metrics.replicas.set(self.replicas_seen)
+
+    # ---- reload
+
+    async def reload(self, timeout_s: float) -> tuple[bool, ShardReload]:
+        """Have the poller poll now; wait up to `timeout_s` for that poll to finish.
+
+        Returns whether it finished in time (False: still loading — the poll goes on in the
+        background) and the state after it. The poll awaited is one that *starts* after
+        this call, never one already running, which may have read the old `CURRENT`.
+        Waiting is a poll of a counter with `asyncio.sleep`, so a long load ties up neither
+        the event loop nor a thread per waiting request.
+        """
+        with self._count_lock:
+            target = self._polls_started + 1
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._polls_done < target:
+            left = deadline - loop.time()
+            if left <= 0 or self._stop.is_set():
+                return False, self.reload_state()
+            await asyncio.sleep(min(_RELOAD_TICK_S, left))
+        return True, self.reload_state()
+
+    def reload_state(self) -> ShardReload:
+        """The live version, the versions held and readiness: what a reload answers."""
+        return ShardReload(
+            current=self.live,
+            versions=[view.version for view in self.holdings.views()],
+            ready=self.readiness()[0],
+            error=self.last_error,
+        )
 
     # ---- readiness and info
 
@@ -206,6 +272,7 @@ class ShardService:
             refine=self.settings.refine or manifest.params.refine,
             vectors=sum(served.info.count for served in view.ready.values()),
             model=manifest.model.name,
+            live=view.version == self.live,
         )
 
     # ---- search
