@@ -301,7 +301,7 @@ def shards(*ordinals: int, ready: bool = True) -> list[Endpoint]:
     return [Endpoint(f"10.0.0.{n + 10}", f"{STS_NAME}-{n}", ready=ready) for n in ordinals]
 
 
-def test_discovery_lists_ready_and_not_ready_endpoints_but_not_terminating_ones(
+def test_discovery_lists_ready_and_not_ready_endpoints_but_not_stopped_ones(
     kube: FakeKubeApi, source: Callable[..., KubernetesSource]
 ) -> None:
     kube.set_endpoints(
@@ -336,9 +336,18 @@ def test_discovery_follows_endpoints_coming_and_going(
     kube.set_endpoints("shard-b", SERVICE, shards(2))
     eventually(lambda: len(urls(src)) == 3, "a third shard in a new slice")
     kube.set_endpoints(
-        "shard-a", SERVICE, [*shards(0), Endpoint("10.0.0.11", f"{STS_NAME}-1", terminating=True)]
+        "shard-a",
+        SERVICE,
+        [*shards(0, 5), Endpoint("10.0.0.11", f"{STS_NAME}-1", terminating=True)],
     )
-    eventually(lambda: "http://10.0.0.11:8002" not in urls(src), "the terminating shard gone")
+    eventually(lambda: "http://10.0.0.15:8002" in urls(src), "the same update's new shard")
+    assert "http://10.0.0.11:8002" in urls(src)  # draining (still serving): kept
+    kube.set_endpoints(
+        "shard-a",
+        SERVICE,
+        [*shards(0), Endpoint("10.0.0.11", f"{STS_NAME}-1", ready=False, terminating=True)],
+    )
+    eventually(lambda: "http://10.0.0.11:8002" not in urls(src), "the stopped shard gone")
     kube.delete("endpointslices", "shard-b")
     eventually(lambda: urls(src) == ["http://10.0.0.10:8002"], "only shard 0 left")
     kube.set_endpoints("shard-a", SERVICE, [])  # sent as endpoints: null

@@ -9,7 +9,9 @@ Which endpoints become URLs:
 
 * ready *and* not-ready ones: the router polls each shard's `/info` and decides itself
   what it can use (a loading shard already answers `/info` and says what it holds);
-* not terminating ones: a pod being deleted is about to disappear;
+* terminating ones only while they still serve: a shard pod scaled away sleeps through
+  its preStop drain still ready (its endpoint says `serving`), keeping its partitions
+  available until the survivors have loaded them; once it stops serving it is dropped;
 * one address per pod: the first of the endpoint (Kubernetes says addresses are
   fungible), and the IPv4 one when a dual-stack Service lists the pod in an IPv4 and an
   IPv6 slice (a shard binding 0.0.0.0 answers only there); FQDN slices are ignored;
@@ -78,7 +80,10 @@ def slice_members(obj: dict[str, Any], scheme: str, default_port: int) -> list[M
     members = []
     for endpoint in obj.get("endpoints") or []:
         addresses = endpoint.get("addresses") or []
-        if not addresses or (endpoint.get("conditions") or {}).get("terminating") is True:
+        conditions = endpoint.get("conditions") or {}
+        if not addresses or (
+            conditions.get("terminating") is True and not conditions.get("serving")
+        ):
             continue
         host = f"[{addresses[0]}]" if family == "IPv6" else str(addresses[0])
         name = (endpoint.get("targetRef") or {}).get("name")
