@@ -177,7 +177,7 @@ def copy_photos(target: Path, photos: list[Path]) -> None:
         shutil.copy(photo, folder / photo.name)
 
 
-def test_an_incremental_update_under_load_never_mixes_versions(tmp_path: Path) -> None:
+def test_an_incremental_update_and_a_rollback_under_load_never_mix_versions(tmp_path: Path) -> None:
     photos = sorted(SAMPLES.glob("*/*.jpg"))[::4][:110]
     images = tmp_path / "images"
     copy_photos(images, photos[:100])
@@ -213,6 +213,9 @@ def test_an_incremental_update_under_load_never_mixes_versions(tmp_path: Path) -
             wait_for(all_found, 15, "the new images to be found")
             findable_s = time.time() - flipped
             print(f"new images findable {findable_s:.1f} s after the flip")
+            cluster.cli("index", "rollback", "--store", state.store)  # back to `old`
+            back = partial(found_first, cluster.url, removed, old_vectors[removed], old)
+            print(f"rollback followed in {wait_for(back, 15, 'the rollback'):.1f} s")
             time.sleep(1.0)
         samples = load.samples
     finally:
@@ -221,6 +224,7 @@ def test_an_incremental_update_under_load_never_mixes_versions(tmp_path: Path) -
     assert_no_failures(samples)
     held = {old: set(old_vectors), new: set(new_vectors)}
     assert {s.version for s in samples} == {old, new}
+    assert samples[-1].version == old  # the load ends on the rolled-back version
     mixed = [s for s in samples if not set(s.ids) <= held[s.version]]
     assert not mixed, mixed[:3]
     assert any(s.version == old and s.ids[0] == removed for s in samples if s.query == 0)

@@ -445,3 +445,24 @@ def test_discard_removes_the_stamp(layout: IndexLayout, tmp_path: Path) -> None:
     assert cache.stamp_of(used).is_file()
     cache.discard([used], keep=set())
     assert not any(cache.stamps.rglob("*"))  # empty folders pruned
+
+
+def test_a_shard_scaled_away_keeps_serving_and_loads_nothing_new(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    # Until the controller (or `simsearch scale`) stops it, a shard beyond the count keeps
+    # what it holds: dropping at once would open a gap before the survivors load it.
+    manifest = publish(layout)
+    clock = Clock()
+    cache, metrics = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=1, replication=1, drain_s=10, clock=clock)
+    holdings.reconcile(manifest, replicas=2)
+    mine = set(partitions_for(1, P, 2))
+    assert set(holdings.views()[0].ready) == mine
+    downloaded = value(metrics.downloaded_bytes)
+    holdings.reconcile(manifest, replicas=1)
+    clock.now += 60
+    holdings.reconcile(manifest, replicas=1)
+    view = holdings.views()[0]
+    assert set(view.ready) == mine and view.assigned == mine and not view.loading
+    assert value(metrics.downloaded_bytes) == downloaded
