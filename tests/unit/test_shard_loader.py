@@ -466,3 +466,23 @@ def test_a_shard_scaled_away_keeps_serving_and_loads_nothing_new(
     view = holdings.views()[0]
     assert set(view.ready) == mine and view.assigned == mine and not view.loading
     assert value(metrics.downloaded_bytes) == downloaded
+
+
+def test_a_rollback_keeps_the_version_rolled_back_from_for_the_drain(
+    layout: IndexLayout, tmp_path: Path
+) -> None:
+    # The router may still plan on the newer version until its next poll of /info.
+    old = publish(layout, seed=0)
+    clock = Clock()
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=0, replication=1, drain_s=10, clock=clock)
+    holdings.reconcile(old, replicas=1)
+    clock.now += 100
+    new = publish(layout, seed=1)
+    holdings.reconcile(new, replicas=1)
+    clock.now += 5  # the old one is still kept as the fallback
+    holdings.reconcile(old, replicas=1)  # CURRENT rolled back
+    assert [v.version for v in holdings.views()] == [old.version, new.version]
+    clock.now += 11
+    holdings.reconcile(old, replicas=1)
+    assert [v.version for v in holdings.views()] == [old.version]

@@ -105,6 +105,8 @@ class Holdings:
         self._lock = threading.Lock()
         self._versions: dict[str, _Version] = {}
         self._retire_at: dict[str, float] = {}  # older version -> when it is dropped
+        self._live: str | None = None
+        self._live_since = 0.0  # when CURRENT last moved (a publish or a rollback)
         self._swept = False
 
     # ---- readers
@@ -132,6 +134,8 @@ class Holdings:
                 state = self._versions[manifest.version] = _Version(manifest)
                 log.info("loading version %s", manifest.version)
             self._retire_at.pop(manifest.version, None)  # live again after a rollback
+            if manifest.version != self._live:
+                self._live, self._live_since = manifest.version, self.clock()
             owned = self._owned(manifest.partitions, replicas, frozenset(state.ready))
             state.assigned = owned
             state.loading = frozenset(owned - state.ready.keys())
@@ -226,12 +230,18 @@ class Holdings:
                 self._drop_version(version)
 
     def _retire_older(self, live: _Version, now: float) -> None:
-        """Once the live version is complete, drop every other version after `drain_s`."""
+        """Once the live version is complete, drop every other version after `drain_s`.
+
+        The delay counts from when the live version was complete *and* live: after a
+        rollback to a version that stayed loaded, the router still plans on the version
+        rolled back from until its next poll, so that one must not vanish at once.
+        """
         if live.complete_at is None:
             return
+        start = max(live.complete_at, self._live_since)
         for version in list(self._versions):
             if version != live.manifest.version:
-                deadline = self._retire_at.setdefault(version, live.complete_at + self.drain_s)
+                deadline = self._retire_at.setdefault(version, start + self.drain_s)
                 if deadline <= now:
                     self._drop_version(version)
 
