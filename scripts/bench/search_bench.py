@@ -202,6 +202,12 @@ def main() -> None:
     parser.add_argument(
         "--memory-after", type=int, default=10_000, help="queries served before memory is read"
     )
+    parser.add_argument(
+        "--data",
+        choices=["clustered", "photo-like"],
+        default="clustered",
+        help="isotropic clusters, or the spectrum of real photo embeddings (recall_curve.py)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -214,8 +220,16 @@ def main() -> None:
         "threads": args.threads,
         "cores": os.cpu_count(),
     }
-    x = clustered(args.n, args.dim, seed=1)
-    q = clustered(args.queries, args.dim, seed=2)
+    if args.data == "photo-like":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from recall_curve import PhotoLike, real_embeddings  # a sibling script
+
+        gen = PhotoLike(real_embeddings(args.workdir / "real.npy"), centres=20_000, within=0.35)
+        x, q = gen.draw(args.n, seed=1), gen.draw(args.queries, seed=2)
+    else:
+        x = clustered(args.n, args.dim, seed=1)
+        q = clustered(args.queries, args.dim, seed=2)
+    result["data"] = args.data
     keys = [f"synthetic/{i:08d}.jpg" for i in range(args.n)]
     ids = key_ids(keys)
     store_dir = args.workdir / "store"
