@@ -14,6 +14,7 @@ import httpx
 
 from simsearch.common.errors import ConfigError
 from simsearch.common.layout import IndexLayout
+from simsearch.common.settings import ServiceSettings, load_settings
 from simsearch.common.storage import open_store
 from simsearch.local.cluster import ClusterState, Process, alive, spawn, stop, wait_ready
 from simsearch.local.roles import embedder_env, indexer_args, router_env, shard_env
@@ -191,7 +192,8 @@ def run_scale(args: argparse.Namespace) -> int:
 
 def _wait_covered(state: ClusterState, shards: list[Process], timeout_s: float) -> None:
     """Wait until `shards` together have every partition of the live version ready."""
-    layout = IndexLayout(open_store(state.store), state.index)
+    s3 = load_settings(ServiceSettings).s3_options()  # SIMSEARCH_S3_*, as `up` was given
+    layout = IndexLayout(open_store(state.store, s3), state.index)
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
