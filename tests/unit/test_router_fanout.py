@@ -94,6 +94,8 @@ def info(ordinal: int, ready: list[int]) -> ShardInfo:
 
 
 JSON = "application/json"
+SLOW_OK, SLOW_ERROR = 598, 597  # fake statuses: answer (or fail) after 0.5 s
+ERROR = Reply(500, b'{"detail": "boom"}', JSON)
 Behaviour = Callable[[ShardSearchRequest], Reply]
 
 
@@ -119,6 +121,7 @@ def run_search(
     q: np.ndarray,
     k: int = 10,
     timeout_s: float = 2.0,
+    hedge_percentile: float | None = None,
 ) -> Run:
     """Poll the fake shards, plan and fan out one query batch; record who was asked what."""
     asked: dict[str, list[list[int]]] = {url: [] for url in layout}
@@ -136,16 +139,29 @@ def run_search(
             response = behaviour.get(base, healthy)(req)
             if response.status == 599:  # "hang": answer after the deadline
                 await asyncio.sleep(30)
+            if response.status in (SLOW_OK, SLOW_ERROR):  # slow, then an answer or an error
+                await asyncio.sleep(0.5)
+                return healthy(req) if response.status == SLOW_OK else ERROR
             return response
 
     async def go() -> Run:
         upstream = FakeShards(None)
         registry = ShardRegistry(StaticSource(list(layout)), upstream, 60, 1.0)
         await registry.poll_once()
+        for state in registry.states.values():  # a history: every shard answered in ~10 ms
+            state.recent_ms.extend([10.0] * 50)
         choice = choose_version(registry.views())
         assert choice is not None
         metrics = RouterMetrics(CollectorRegistry())
-        fanout = FanOut(upstream, registry, metrics, retry=True, first_try_share=0.5)
+        fanout = FanOut(
+            upstream,
+            registry,
+            metrics,
+            retry=True,
+            first_try_share=0.5,
+            hedge_percentile=hedge_percentile,
+            hedge_min_s=0.005,
+        )
         result = await fanout.search(choice, q, SearchParams(k), timeout_s)
         return Run(result, metrics, registry, asked)
 
@@ -252,3 +268,64 @@ def test_an_unreachable_shard_is_marked_down_at_once() -> None:
     assert run.result.failures[0].kind == "unreachable"
     assert not run.registry.states["http://b"].up
     assert [v.url for v in run.registry.views()] == ["http://a"]
+
+
+# --- hedging ----------------------------------------------------------------------------
+
+BOTH = {"http://a": list(range(8)), "http://b": list(range(8))}
+
+
+def second_call_fails() -> Behaviour:
+    """A shard whose first call answers and whose later calls (the hedge) fail."""
+    calls = []
+
+    def behave(req: ShardSearchRequest) -> Reply:
+        calls.append(req)
+        return healthy(req) if len(calls) == 1 else ERROR
+
+    return behave
+
+
+def test_a_slow_shard_is_hedged_on_the_other_holder_and_each_partition_counts_once() -> None:
+    q = queries(2)
+    slow = {"http://b": lambda _: Reply(SLOW_OK, b"", JSON)}
+    run = run_search(BOTH, slow, q, hedge_percentile=95)
+    assert run.result.coverage == 1.0 and not run.result.failures
+    assert (ids_of(run.result) == brute(q, 10)).all()  # no duplicate hits from the race
+    assert run.metrics.hedges._value.get() == 1
+    assert run.asked["http://a"][1] == run.asked["http://b"][0]  # b's partitions, on a too
+
+
+def test_without_hedging_a_slow_shard_is_waited_for() -> None:
+    slow = {"http://b": lambda _: Reply(SLOW_OK, b"", JSON)}
+    run = run_search(BOTH, slow, queries(1))
+    assert run.result.coverage == 1.0
+    assert run.metrics.hedges._value.get() == 0
+    assert len(run.asked["http://a"]) == 1
+
+
+def test_a_failed_hedge_leaves_the_slow_shard_to_answer() -> None:
+    q = queries(1)
+    behaviour = {
+        "http://a": second_call_fails(),
+        "http://b": lambda _: Reply(SLOW_OK, b"", JSON),
+    }
+    run = run_search(BOTH, behaviour, q, hedge_percentile=95)
+    assert run.result.coverage == 1.0 and not run.result.partial
+    assert (ids_of(run.result) == brute(q, 10)).all()
+    assert run.metrics.hedges._value.get() == 1
+
+
+def test_when_the_shard_and_its_hedge_both_fail_the_answer_is_partial_and_flagged() -> None:
+    q = queries(1)
+    behaviour = {
+        "http://a": second_call_fails(),
+        "http://b": lambda _: Reply(SLOW_ERROR, b"", JSON),
+    }
+    run = run_search(BOTH, behaviour, q, hedge_percentile=95)
+    assert run.result.partial and run.result.coverage == 0.5
+    b_parts = run.asked["http://b"][0]
+    assert (
+        ids_of(run.result)[0].tolist()
+        == brute(q, 10, sorted(set(range(P)) - set(b_parts)))[0].tolist()
+    )

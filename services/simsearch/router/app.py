@@ -149,6 +149,8 @@ def _build_service(
         metrics,
         retry=settings.retry,
         first_try_share=settings.first_try_share,
+        hedge_percentile=settings.hedge_percentile,
+        hedge_min_s=settings.hedge_min_ms / 1000,
     )
     images = ImageLocator(
         settings.images_root,

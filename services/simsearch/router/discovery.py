@@ -22,10 +22,12 @@ import logging
 import socket
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from simsearch.common.wire import ShardInfo, ShardReload
@@ -150,6 +152,7 @@ class ShardState:
     error: str | None = None  # why the shard is down
     failures: int = 0  # consecutive failed polls or queries
     latency_ms: float | None = None  # smoothed /search latency, to prefer fast shards
+    recent_ms: deque[float] = field(default_factory=lambda: deque(maxlen=256))
 
     def view(self) -> ShardView | None:
         """What the planner may use of this shard: nothing while it is down."""
@@ -160,6 +163,13 @@ class ShardState:
     def observe_latency(self, ms: float) -> None:
         """Exponentially weighted: recent queries count most, one outlier does not."""
         self.latency_ms = ms if self.latency_ms is None else 0.8 * self.latency_ms + 0.2 * ms
+        self.recent_ms.append(ms)
+
+    def latency_percentile(self, percentile: float, min_samples: int = 20) -> float | None:
+        """The `percentile` of the last 256 answer times (ms); None until there are enough."""
+        if len(self.recent_ms) < min_samples:
+            return None
+        return float(np.percentile(np.fromiter(self.recent_ms, float), percentile))
 
 
 class ShardReloadResult(BaseModel):

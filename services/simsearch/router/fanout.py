@@ -8,6 +8,13 @@ that round, a shard with at least one partition that another shard also has read
 only `first_try_share` of the deadline on the first try; a shard that is the only holder
 of everything it was asked gets all of it (nobody could take over its work anyway).
 
+With hedging on (`hedge_percentile`), a first-round call to a shard whose partitions
+other shards also have ready is hedged: if the shard has not answered after that
+percentile of its recent answer times, the same partitions are planned on the other
+holders and asked too; the first *complete* answer for them wins (the shard's own, or all
+of the hedge's calls) and the rest is cancelled. Each partition is still answered once,
+so no hit is counted twice.
+
 The merge is `topk.merge`: the global top k·refine by approximate score, then the top k
 by exact score, which is what one index over all partitions would return.
 """
@@ -17,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -84,6 +92,7 @@ class FanoutResult:
 
 
 _Answer = tuple[Candidates, list[list[str]]]
+_Outcomes = list[tuple[list[int], "_Answer | ShardFailure"]]
 
 
 def decode_candidates(body: bytes, version: str, nq: int) -> _Answer:
@@ -119,12 +128,16 @@ class FanOut:
         *,
         retry: bool = True,
         first_try_share: float = 0.6,
+        hedge_percentile: float | None = None,
+        hedge_min_s: float = 0.005,
     ) -> None:
         self.upstream = upstream
         self.registry = registry
         self.metrics = metrics
         self.retry = retry
         self.first_try_share = first_try_share
+        self.hedge_percentile = hedge_percentile
+        self.hedge_min_s = hedge_min_s
 
     async def search(
         self, choice: VersionChoice, queries: np.ndarray, params: SearchParams, timeout_s: float
@@ -179,18 +192,84 @@ class FanOut:
         calls = []
         for url, parts in assignments.items():
             budget = remaining
+            single = request.model_copy(update={"partitions": parts})
             if first and self.retry and _has_other_holder(choice, url, parts):
                 budget = remaining * self.first_try_share
-            calls.append(self._ask(url, request.model_copy(update={"partitions": parts}), budget))
-        outcomes = await asyncio.gather(*calls)
+                calls.append(self._ask_hedged(choice, url, single, budget, remaining))
+            else:
+                calls.append(self._ask_one(url, single, budget))
         answers: list[tuple[list[int], _Answer]] = []
         failures: list[ShardFailure] = []
-        for (_, parts), outcome in zip(assignments.items(), outcomes, strict=True):
-            if isinstance(outcome, ShardFailure):
-                failures.append(outcome)
-            else:
-                answers.append((parts, outcome))
+        for outcomes in await asyncio.gather(*calls):
+            for parts, outcome in outcomes:
+                if isinstance(outcome, ShardFailure):
+                    failures.append(outcome)
+                else:
+                    answers.append((parts, outcome))
         return answers, failures
+
+    async def _ask_one(self, url: str, request: ShardSearchRequest, timeout_s: float) -> _Outcomes:
+        return [(request.partitions, await self._ask(url, request, timeout_s))]
+
+    async def _ask_hedged(
+        self,
+        choice: VersionChoice,
+        url: str,
+        request: ShardSearchRequest,
+        budget: float,
+        remaining: float,
+    ) -> _Outcomes:
+        """`_ask`, plus the same partitions on other holders if `url` is slow (see module).
+
+        Returns the outcomes to merge: the shard's own answer, or the hedge's answers. When
+        both sides fail, the hedge's outcomes are returned with a failure of `url` that
+        carries no partitions, so the retry round avoids `url` without asking any partition
+        twice.
+        """
+        parts = request.partitions
+        primary = asyncio.ensure_future(self._ask(url, request, budget))
+        delay = self._hedge_delay(url)
+        if delay is None or delay >= budget:
+            return [(parts, await primary)]
+        done, _ = await asyncio.wait({primary}, timeout=delay)
+        if done:
+            return [(parts, primary.result())]
+        backup = plan(choice, parts, exclude={url}, prefer=self._latency)
+        if backup.uncovered or not backup.assignments:
+            return [(parts, await primary)]
+        self.metrics.hedges.inc()
+        left = remaining - delay
+        group = asyncio.ensure_future(
+            asyncio.gather(
+                *(
+                    self._ask_one(other, request.model_copy(update={"partitions": p}), left)
+                    for other, p in backup.assignments.items()
+                )
+            )
+        )
+        pending: set[asyncio.Future[Any]] = {primary, group}
+        hedged: _Outcomes = []
+        while pending:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if primary in finished and not isinstance(primary.result(), ShardFailure):
+                group.cancel()
+                return [(parts, primary.result())]
+            if group in finished:
+                hedged = [item for outcomes in group.result() for item in outcomes]
+                if not any(isinstance(o, ShardFailure) for _, o in hedged):
+                    primary.cancel()
+                    return hedged
+        failed = primary.result()
+        assert isinstance(failed, ShardFailure)  # else it would have won above
+        return [*hedged, ([], replace(failed, partitions=[]))]
+
+    def _hedge_delay(self, url: str) -> float | None:
+        """Seconds to wait for `url` before hedging; None when hedging is off or unknown."""
+        if self.hedge_percentile is None:
+            return None
+        state = self.registry.states.get(url)
+        ms = state.latency_percentile(self.hedge_percentile) if state is not None else None
+        return None if ms is None else max(self.hedge_min_s, ms / 1000)
 
     async def _ask(
         self, url: str, request: ShardSearchRequest, timeout_s: float

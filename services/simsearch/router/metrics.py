@@ -49,6 +49,11 @@ class RouterMetrics:
             ["shard", "kind"],
             registry=registry,
         )
+        self.hedges = Counter(
+            "simsearch_router_hedges",
+            "Shard calls that were hedged: other holders asked because the shard was slow.",
+            registry=registry,
+        )
         self.retries = Counter(
             "simsearch_router_partition_retries",
             "Partitions re-planned onto another holder after their shard failed.",

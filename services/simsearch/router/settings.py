@@ -101,6 +101,17 @@ class RouterSettings(ServiceSettings):
         "are retried on another holder (only when another holder exists).",
     )
     retry: bool = Field(True, description="Retry a failed shard's partitions on other holders.")
+    hedge_percentile: float | None = Field(
+        None,
+        ge=50,
+        le=99.9,
+        description="Hedge: when a shard has not answered after this percentile of its recent "
+        "answer times, ask other holders of its partitions too and take the first complete "
+        "answer (off when unset; needs replication).",
+    )
+    hedge_min_ms: float = Field(
+        5.0, ge=0, le=60_000, description="Never hedge earlier than this (ms)."
+    )
     max_k: int = Field(1000, ge=1, le=1000)
     default_k: int = Field(10, ge=1, le=1000, validate_default=True)
     max_queries: int = Field(64, ge=1, le=1024, description="Vectors per /search/vector call.")
