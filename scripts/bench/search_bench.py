@@ -208,6 +208,9 @@ def main() -> None:
         default="clustered",
         help="isotropic clusters, or the spectrum of real photo embeddings (recall_curve.py)",
     )
+    parser.add_argument(
+        "--nprobe", type=int, help="override the index's nprobe (shards and baseline alike)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -256,7 +259,9 @@ def main() -> None:
     result["params"] = params.model_dump()
     template = faiss.read_index(str(store_dir / "index" / "default" / manifest.trained.key))
     mono = monolithic(template, ids, x, args.workdir / f"mono-{manifest.version}.faiss")
-    ref_d, ref_i, base_qps = baseline(mono, ids, x, q, params.nprobe, params.refine)
+    nprobe = args.nprobe or params.nprobe
+    result["nprobe"] = nprobe
+    ref_d, ref_i, base_qps = baseline(mono, ids, x, q, nprobe, params.refine)
     truth = ids[ground_truth(x, q)]
     result["baseline_qps_single"] = base_qps
     result["recall_at_10_baseline"] = float(
@@ -275,6 +280,7 @@ def main() -> None:
                 "SIMSEARCH_SHARD_ORDINAL": str(s),
                 "SIMSEARCH_REPLICAS": str(args.shards),
                 "SIMSEARCH_CACHE_DIR": str(args.workdir / f"cache-{s}"),
+                **({"SIMSEARCH_NPROBE": str(args.nprobe)} if args.nprobe else {}),
             },
             logs / f"shard-{s}.log",
         )
@@ -287,12 +293,16 @@ def main() -> None:
     router = spawn(
         "router",
         args.port,
-        {"SIMSEARCH_SHARDS": ",".join(f"http://127.0.0.1:{p}" for p in shard_ports)},
+        {
+            "SIMSEARCH_SHARDS": ",".join(f"http://127.0.0.1:{p}" for p in shard_ports),
+            "SIMSEARCH_TIMEOUT_MS": "30000",  # the warm-up below may read pages from disk
+        },
         logs / "router.log",
     )
     try:
         wait_ready(args.port)
         payloads = bodies(q)
+        latency(args.port, payloads)  # warm-up: after a restart the mmapped pages may be cold
         times, answers = latency(args.port, payloads)
         got_i = np.array([[h["id"] for h in a["results"]] for a in answers])
         got_d = np.array(
