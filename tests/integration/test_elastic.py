@@ -30,7 +30,7 @@ from simsearch.common.storage import open_store
 from simsearch.local.cluster import ClusterState, alive
 from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
 from tests.support.procs import run_cli
-from tests.support.s3server import free_port
+from tests.support.s3server import free_port_block
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +89,7 @@ class LocalCluster:
 
     def __init__(self, folder: Path, *up_args: str) -> None:
         self.folder = folder
-        self.port = free_port()
+        self.port = free_port_block()
         self.url = f"http://127.0.0.1:{self.port}"
         up = run_cli("up", "--port", str(self.port), *up_args, cwd=folder)
         assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]

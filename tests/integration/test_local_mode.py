@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.support.procs import run_cli as cli
-from tests.support.s3server import free_port
+from tests.support.s3server import free_port_block
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_up_search_scale_down(tmp_path: Path) -> None:
     for photo in sorted(SAMPLES.glob("*/*.jpg"))[::20]:
         (images / photo.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo, images / photo.parent.name / photo.name)
-    port = free_port()
+    port = free_port_block()
     up = cli(
         "up",
         "--images",

@@ -30,7 +30,7 @@ from simsearch.local.cluster import ClusterState
 from simsearch.local.roles import router_env
 from tests.support.procs import Service, start_service
 from tests.support.procs import run_cli as simsearch
-from tests.support.s3server import free_port
+from tests.support.s3server import free_port_block
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Request, Route
@@ -86,7 +86,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for photo in sorted((SAMPLES / name).glob("*.jpg"))[:PER_CLASS]:
             shutil.copy(photo, images / name / photo.name)
     folder = work / "state"
-    port = free_port()
+    port = free_port_block()
     up = simsearch(
         "up",
         *("--images", str(images), "--shards", "1", "--partitions", "4"),

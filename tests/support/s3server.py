@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -29,6 +30,30 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_block(span: int = 20) -> int:
+    """A base port whose `span` ports from it are all free, below the ephemeral range.
+
+    `simsearch up --port P` puts its other services at P+1 and P+10+ordinal. A base from
+    `free_port` lies in the kernel's ephemeral range (32768+ here), where the client side of
+    any open connection may already hold P+10; ports below it are only taken by listeners.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - span)
+        if all(_bindable(port) for port in range(base, base + span)):
+            return base
+    raise RuntimeError(f"no {span} free consecutive ports between 20000 and 32000")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _answers(url: str) -> bool:
