@@ -95,7 +95,6 @@ class ShardService:
         self.metrics = metrics
         self.replicas_seen = 0  # until the first poll reads the topology
         self.last_error: str | None = None
-        self.live: str | None = None  # what CURRENT named at the last poll that could read it
         self._manifests: dict[str, Manifest] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()  # set by stop() and reload(): end the wait now
@@ -142,13 +141,17 @@ class ShardService:
             with self._count_lock:
                 self._polls_done += 1
 
+    @property
+    def live(self) -> str | None:
+        """What CURRENT named at the last poll that could read it (kept by the holdings, so a
+        store outage keeps reporting the last known live version rather than none)."""
+        return self.holdings.live
+
     def _poll(self) -> None:
-        """The tick's work; `live` changes only when CURRENT could be read, so a store
-        outage keeps reporting the last known live version rather than none."""
+        """The tick's work."""
         try:
             self.replicas_seen = self.topology.replicas()
             manifest = self._live_manifest()
-            self.live = manifest.version if manifest is not None else None
             if manifest is None:
                 self._note_error(
                     f"index {self.layout.name!r} has no published version in "

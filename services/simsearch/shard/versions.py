@@ -111,6 +111,11 @@ class Holdings:
 
     # ---- readers
 
+    @property
+    def live(self) -> str | None:
+        """The version `CURRENT` named at the last reconcile (a publish or a rollback moves it)."""
+        return self._live
+
     def views(self) -> list[VersionView]:
         """Snapshots of every held version, oldest first."""
         with self._lock:
