@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from faiss.contrib.evaluation import check_ref_knn_with_draws
 
+from simsearch.common.ann import Template, candidates, to_fast_scan
 from simsearch.common.features import open_features, write_features
 from simsearch.common.ids import key_id
 from simsearch.common.placement import assignment, plan_query
@@ -25,7 +26,7 @@ from simsearch.indexer.faissbuild import (
     train_template,
     write_partition,
 )
-from simsearch.shard.searcher import Searcher, load_partition, load_quantizer
+from simsearch.shard.searcher import Searcher, load_partition, load_template
 
 P = 16
 K = 10
@@ -39,32 +40,41 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def build(tmp: Path, vectors: np.ndarray, nlist: int | None, pq_m: int | None):  # type: ignore[no-untyped-def]
+def build(tmp: Path, vectors: np.ndarray, kind: str, nlist: int | None, pq_m: int | None):  # type: ignore[no-untyped-def]
+    """Partitions as the writer makes them; returns the plan, template, ids and the stored
+    (scoring-space) vectors."""
     n, dim = vectors.shape
     ids = np.array([key_id(f"photos/{i:06d}.jpg") for i in range(n)], dtype=np.int64)
-    plan = choose_plan(n, dim, nlist=nlist, pq_m=pq_m)
+    plan = choose_plan(n, dim, nlist=nlist, pq_m=pq_m, kind=kind, pca_dim=32)
     template = train_template(vectors[: plan.train_size], plan)
-    faiss.write_index(template, str(tmp / "trained.faiss"))
+    faiss.write_index(template.root, str(tmp / "trained.faiss"))
+    dtype = "float16" if plan.pca_dim else "float32"
+    stored = template.project(vectors).astype(dtype)
     for p in range(P):
         sel = ids % P == p
-        write_partition(fill_partition(template, ids[sel], vectors[sel]), tmp / f"{p}.faiss")
+        y = stored[sel].astype(np.float32)
+        write_partition(template, fill_partition(template, ids[sel], y), tmp / f"{p}.faiss")
         paths = [f"photos/{i:06d}.jpg" for i in np.flatnonzero(sel)]
-        write_features(tmp / f"{p}.h5", ids[sel], vectors[sel], paths)
-    return plan, template, ids
+        write_features(tmp / f"{p}.h5", ids[sel], stored[sel], paths, dtype)
+    return plan, template, ids, stored.astype(np.float32)
 
 
 def reference(
-    template: faiss.Index,
+    template: Template,
     ids: np.ndarray,
     vectors: np.ndarray,
     queries: np.ndarray,
     nprobe: int,
     refine: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ONE in-process index: search k·refine by the codes, re-rank exactly, keep k."""
+    """ONE in-process index over the stored vectors: search k·refine by the codes, re-rank
+    exactly, keep k (queries projected into the scoring space first)."""
     mono = fill_partition(template, ids, vectors)
-    faiss.extract_index_ivf(mono).nprobe = nprobe
-    _, cand = mono.search(queries, K * refine)
+    if template.fast_scan:
+        mono = to_fast_scan(mono)
+    queries = template.project(queries)
+    coarse_d, coarse_i = template.coarse(queries, nprobe)
+    _, cand = candidates(mono, queries, K * refine, coarse_i, coarse_d)
     row_of = {int(i): r for r, i in enumerate(ids)}
     exact = np.array(
         [[queries[q] @ vectors[row_of[int(c)]] for c in row] for q, row in enumerate(cand)],
@@ -76,12 +86,12 @@ def reference(
 
 
 def distributed(tmp: Path, queries: np.ndarray, shards: int, nprobe: int, refine: int):  # type: ignore[no-untyped-def]
-    quantizer = load_quantizer(tmp / "trained.faiss")
+    version = load_template(tmp / "trained.faiss")
     held = assignment(P, shards)
     searchers = {
         s: Searcher(
-            quantizer,
-            {p: load_partition(p, tmp / f"{p}.faiss", tmp / f"{p}.h5", quantizer) for p in parts},
+            version,
+            {p: load_partition(p, tmp / f"{p}.faiss", tmp / f"{p}.h5", version) for p in parts},
             P,
         )
         for s, parts in held.items()
@@ -94,17 +104,22 @@ def distributed(tmp: Path, queries: np.ndarray, shards: int, nprobe: int, refine
 
 
 @pytest.mark.parametrize(
-    ("nlist", "pq_m", "n"),
-    [(128, 16, 20_000), (None, None, 6_000)],
-    ids=["ivf-pq-20k", "exact-flat-6k"],
+    ("kind", "nlist", "pq_m", "n"),
+    [
+        ("fastscan", 128, None, 20_000),
+        ("pq8", 128, 16, 20_000),
+        ("auto", None, None, 6_000),
+    ],
+    ids=["pca-fastscan-20k", "ivf-pq8-20k", "exact-flat-6k"],
 )
 def test_sharded_top10_equals_one_in_process_index(
-    tmp_path: Path, nlist: int | None, pq_m: int | None, n: int
+    tmp_path: Path, kind: str, nlist: int | None, pq_m: int | None, n: int
 ) -> None:
     vectors = clustered(n, 64, seed=1)
     queries = clustered(200, 64, seed=2)
-    plan, template, ids = build(tmp_path, vectors, nlist, pq_m)
-    ref_d, ref_i = reference(template, ids, vectors, queries, plan.nprobe, plan.refine)
+    plan, template, ids, stored = build(tmp_path, vectors, kind, nlist, pq_m)
+    assert (plan.pca_dim is not None) == (kind == "fastscan")
+    ref_d, ref_i = reference(template, ids, stored, queries, plan.nprobe, plan.refine)
     for shards in (1, 2, 3):
         new_d, new_i = distributed(tmp_path, queries, shards, plan.nprobe, plan.refine)
         check_ref_knn_with_draws(ref_d, ref_i, new_d, new_i)  # raises on any difference

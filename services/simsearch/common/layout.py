@@ -67,6 +67,7 @@ __all__ = [
     "Manifest",
     "ModelInfo",
     "PartitionInfo",
+    "RecallProbe",
     "is_version_id",
     "new_version_id",
     "sha256_file",
@@ -186,6 +187,29 @@ class IndexParams(_Frozen):
     refine: int = Field(default=1, ge=1)
     train_size: int = Field(default=0, ge=0)
     reason: str = ""
+    # PCA to this many dimensions before the index (the scoring space); None: raw space.
+    # Recorded in the manifest; the transform itself lives in `trained.faiss`.
+    pca_dim: int | None = Field(default=None, ge=1)
+
+
+class RecallProbe(_Frozen):
+    """Recall the indexer measured at build time on a held-out sample of indexed vectors.
+
+    Each probe query is an indexed vector; its own id is left out of both the exact and
+    the approximate top-k, so the figure is about its neighbours, not about finding
+    itself. Exact search runs in the index's scoring space (`IndexParams.pca_dim`), with
+    the same pipeline as the shards (coarse lists, scan, exact re-rank of k·refine).
+    `curve` maps each nprobe tried to its recall; `nprobe` is the chosen default.
+    """
+
+    queries: int = Field(ge=0)
+    k: int = Field(ge=1)
+    nprobe: int = Field(ge=1)
+    refine: int = Field(ge=1)
+    recall: float = Field(ge=0, le=1)
+    target: float = Field(ge=0, le=1)
+    curve: dict[int, float] = Field(default_factory=dict)
+    seconds: float = Field(default=0, ge=0)
 
 
 class FileRef(_Frozen):
@@ -246,6 +270,7 @@ class Manifest(_Frozen):
     partition_files: list[PartitionInfo]
     source: str | None = None  # the images URI the index was built from
     parent: str | None = None  # the version an incremental build started from
+    probe: RecallProbe | None = None  # recall measured at build time (None: not measured)
 
     @field_validator("format_version")
     @classmethod

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from simsearch.common.errors import InvalidVector
 
 VectorEncoding = Literal["json", "base64"]
+VectorSpace = Literal["model", "index"]
 _LE_F32 = np.dtype("<f4")
 
 
@@ -132,6 +133,9 @@ class ShardSearchRequest(BaseModel):
     dim: int = Field(ge=1)
     nq: int = Field(ge=1, le=1024)
     vectors_b64: str  # nq×dim little-endian float32
+    # "model": unit vectors as the model makes them (the shard projects them into the
+    # version's scoring space); "index": already in that space (a stored item's vector)
+    space: VectorSpace = "model"
 
 
 class ShardCandidates(BaseModel):
@@ -208,3 +212,5 @@ class ShardItem(BaseModel):
     partition: int
     path: str
     vector_b64: str  # dim little-endian float32
+    space: VectorSpace = "model"  # "index": the version's scoring space (after its PCA)
+    dim: int | None = None  # of vector_b64 (None from shards that predate the field)

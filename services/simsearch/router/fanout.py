@@ -32,7 +32,13 @@ from pydantic import ValidationError
 
 from simsearch.common.errors import SimsearchError
 from simsearch.common.topk import Candidates, merge
-from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_array, encode_array
+from simsearch.common.wire import (
+    ShardCandidates,
+    ShardSearchRequest,
+    VectorSpace,
+    decode_array,
+    encode_array,
+)
 from simsearch.router.discovery import ShardRegistry
 from simsearch.router.metrics import RouterMetrics
 from simsearch.router.planner import VersionChoice, plan
@@ -50,6 +56,7 @@ class SearchParams:
     k: int
     nprobe: int | None = None
     refine: int | None = None
+    space: VectorSpace = "model"  # "index": queries are stored vectors (already projected)
 
 
 @dataclass(frozen=True)
@@ -152,9 +159,10 @@ class FanOut:
             k=params.k,
             nprobe=params.nprobe or choice.nprobe,
             refine=params.refine or choice.refine,
-            dim=choice.dim,
+            dim=queries.shape[1],
             nq=len(queries),
             vectors_b64=encode_array(queries, "<f4"),
+            space=params.space,
         )
         first = plan(choice, prefer=self._latency)
         answers, failures = await self._round(choice, request, first.assignments, deadline, True)

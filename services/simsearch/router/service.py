@@ -30,7 +30,13 @@ from simsearch.common.errors import (
 )
 from simsearch.common.ids import MAX_ID
 from simsearch.common.telemetry import run_in_context
-from simsearch.common.wire import EmbedResponse, ShardItem, decode_array, decode_vectors
+from simsearch.common.wire import (
+    EmbedResponse,
+    ShardItem,
+    VectorSpace,
+    decode_array,
+    decode_vectors,
+)
 from simsearch.router.discovery import ShardRegistry
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.images import ImageLocator, ImageReply
@@ -140,8 +146,8 @@ class RouterService:
 
         async def work() -> Searched:
             item, choice = await self.item(id_)
-            vector = decode_array(item.vector_b64, "<f4", (choice.dim,))
-            return await self._search(choice, [vector.tolist()], knobs)
+            vector = decode_array(item.vector_b64, "<f4", (item.dim or choice.dim,))
+            return await self._search(choice, vector[None, :], knobs, item.space)
 
         return await self._measured("similar", work())
 
@@ -164,12 +170,17 @@ class RouterService:
             self.metrics.latency.labels(kind).observe(time.perf_counter() - started)
 
     async def _search(
-        self, choice: VersionChoice, rows: list[list[float]] | np.ndarray, knobs: Knobs
+        self,
+        choice: VersionChoice,
+        rows: list[list[float]] | np.ndarray,
+        knobs: Knobs,
+        space: VectorSpace = "model",
     ) -> Searched:
         started = time.perf_counter()
         k = check_k(knobs.k, self.settings.default_k, self.settings.max_k)
-        queries = prepare_queries(rows, choice.dim, self.settings.max_queries)
-        params = SearchParams(k, knobs.nprobe, knobs.refine)
+        dim = choice.dim if space == "model" else len(rows[0])
+        queries = prepare_queries(rows, dim, self.settings.max_queries)
+        params = SearchParams(k, knobs.nprobe, knobs.refine, space)
         if k * (knobs.refine or choice.refine) > self.settings.max_candidates:
             raise InvalidParameter(
                 f"k·refine = {k}·{knobs.refine or choice.refine} is over the limit of "

@@ -43,7 +43,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import h5py
 import numpy as np
 
@@ -56,7 +55,7 @@ from simsearch.common.layout import (
     verify_file,
 )
 from simsearch.shard.metrics import ShardMetrics
-from simsearch.shard.searcher import Partition, load_partition, load_quantizer
+from simsearch.shard.searcher import Partition, VersionIndex, load_partition, load_template
 
 __all__ = ["PartitionCache", "Served", "read_paths"]
 
@@ -204,17 +203,17 @@ class PartitionCache:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def load_quantizer(self, manifest: Manifest) -> faiss.Index:
-        """The version's shared coarse quantizer, from its verified `trained.faiss`."""
-        return load_quantizer(self.fetch(manifest.trained))
+    def load_template(self, manifest: Manifest) -> VersionIndex:
+        """The version's template (PCA, shared coarse quantizer, codebooks), verified."""
+        return load_template(self.fetch(manifest.trained))
 
-    def load_partition(self, manifest: Manifest, number: int, quantizer: faiss.Index) -> Served:
+    def load_partition(self, manifest: Manifest, number: int, version: VersionIndex) -> Served:
         """Fetch, verify and memory-map partition `number` of `manifest`."""
         started = time.perf_counter()
         info = manifest.partition_files[number]
         index_path = self.fetch(info.index)
         features_path = self.fetch(info.features)
-        partition = load_partition(number, index_path, features_path, quantizer)
+        partition = load_partition(number, index_path, features_path, version)
         paths = read_paths(features_path)
         held = (int(partition.index.ntotal), len(partition.features.ids), len(paths))
         if any(count != info.count for count in held):

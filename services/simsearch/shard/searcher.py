@@ -1,11 +1,21 @@
 """Searching a shard's partitions: coarse quantisation once, then only the lists asked for.
 
-All partitions of a version share the template's coarse quantizer (one copy in memory,
-from `trained.faiss`). A query is assigned to its `nprobe` nearest lists once per shard;
-the requested partitions' lists are stacked into one IVF index and scanned once
+All partitions of a version share the template (`trained.faiss`: optional PCA, coarse
+quantizer, codebooks), held once per version by a `VersionIndex`, which also owns the
+stacks built from its partitions and so releases them with the version. A query is
+projected into the scoring space and assigned to its `nprobe` nearest lists once per
+shard; the requested partitions' lists are combined into one IVF index and scanned once
 (`search_preassigned`). The best `k·refine` candidates are then re-scored exactly from the
 memory-mapped `features.h5` of their partitions, found through one sorted id table of the
 stack (a `searchsorted` per query batch, not a look-up per partition).
+
+Two kinds of lists. 8-bit PQ and flat lists (older plans, the exact plan) are
+memory-mapped and stacked without a copy (`HStackInvertedLists`). 4-bit PQ lists are
+searched with FAISS' fast-scan kernels, whose block layout can be neither memory-mapped
+nor stacked: their partitions are read into RAM as flat codes (64 B per vector at
+PQ128x4), and a stack is a merged copy converted to fast-scan blocks (another ~64 B per
+vector), built once per partition set and kept while the version is held (a steady shard
+asks for the same set every time).
 """
 
 from __future__ import annotations
@@ -20,57 +30,103 @@ from typing import Any
 import faiss
 import numpy as np
 
+from simsearch.common.ann import Template, candidates, to_fast_scan
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.features import FeatureFile, open_features
 from simsearch.common.topk import Candidates
 
 MMAP_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+STACKS_KEPT = 4  # partition sets a version keeps stacks for (steady state needs one)
 
 
 @dataclass
 class Partition:
-    """One loaded partition: its inverted lists (memory-mapped) and its exact vectors."""
+    """One loaded partition: its inverted lists (mapped or in RAM) and its exact vectors."""
 
     number: int
     index: faiss.Index
     features: FeatureFile
 
 
-def load_quantizer(trained_path: Path) -> faiss.Index:
-    """The shared coarse quantizer of a version's template."""
-    template = faiss.read_index(str(trained_path))
-    ivf = faiss.extract_index_ivf(template)
-    quantizer: faiss.Index = ivf.quantizer
-    ivf.own_fields = False  # keep the quantizer alive after the template is gone
-    handle: Any = quantizer  # SWIG's `this` is not in faiss' stubs
-    handle.this.own(True)
-    _TEMPLATES[id(quantizer)] = (template, quantizer)  # the shell `_combined` copies
-    return quantizer
+def load_template(trained_path: Path) -> VersionIndex:
+    """A version's template (PCA, shared coarse quantizer, codebooks) and its stacks."""
+    return VersionIndex(Template.read(str(trained_path)))
 
 
 def load_partition(
-    number: int, index_path: Path, features_path: Path, quantizer: faiss.Index
+    number: int, index_path: Path, features_path: Path, version: VersionIndex
 ) -> Partition:
-    """Memory-map a partition's index and features and attach the shared quantizer."""
-    index = faiss.read_index(str(index_path), MMAP_FLAGS)
+    """Open a partition's index (mapped, or in RAM for fast-scan lists) and its features,
+    and attach the version's shared quantizer."""
+    template = version.template
+    index = faiss.read_index(str(index_path), 0 if template.fast_scan else MMAP_FLAGS)
     ivf = faiss.extract_index_ivf(index)
-    ivf.quantizer = quantizer
+    if ivf.d != template.dim or ivf.nlist != template.nlist:
+        raise InvalidParameter(
+            f"{index_path.name}: dim {ivf.d}, {ivf.nlist} lists; the template has "
+            f"{template.dim}, {template.nlist}"
+        )
+    ivf.quantizer = template.quantizer
     ivf.own_fields = False
     return Partition(number, index, open_features(features_path))
+
+
+class VersionIndex:
+    """The search state of one held version: its template and the stacks of its partitions.
+
+    Owned by the shard's record of the version, so dropping the version releases the
+    template, the quantizer and every stack (and with them the memory maps they keep).
+    """
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self._stacks: OrderedDict[tuple[int, ...], _Stack] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def stack(self, parts: list[Partition]) -> _Stack:
+        """One index over `parts` (sorted by number), cached by the partitions' identity."""
+        key = tuple(id(part.index) for part in parts)
+        with self._lock:
+            found = self._stacks.get(key)
+            if found is not None:
+                self._stacks.move_to_end(key)
+                return found
+        made = _combined(parts, self.template)
+        with self._lock:
+            self._stacks[key] = made
+            while len(self._stacks) > STACKS_KEPT:
+                self._stacks.popitem(last=False)
+        return made
+
+    def forget_stacks(self) -> None:
+        """Drop every stack (partitions left: stacks holding them must not keep them alive)."""
+        with self._lock:
+            self._stacks.clear()
 
 
 class Searcher:
     """The partitions of one index version that this shard holds."""
 
-    def __init__(self, quantizer: faiss.Index, partitions: dict[int, Partition], total: int):
-        self.quantizer = quantizer
+    def __init__(self, version: VersionIndex, partitions: dict[int, Partition], total: int):
+        self.version = version
+        self.template = version.template
         self.partitions = partitions
         self.total = total  # P: an id lives in partition id mod P
 
     def search(
-        self, queries: np.ndarray, k: int, wanted: Sequence[int], nprobe: int, refine: int
+        self,
+        queries: np.ndarray,
+        k: int,
+        wanted: Sequence[int],
+        nprobe: int,
+        refine: int,
+        projected: bool = False,
     ) -> Candidates:
-        """Top `k·refine` candidates over `wanted` partitions, with approx and exact scores."""
+        """Top `k·refine` candidates over `wanted` partitions, with approx and exact scores.
+
+        `queries` are unit vectors of the model's space, or of the scoring space if
+        `projected` (a stored vector, as `/search/similar` sends).
+        """
         missing = [p for p in wanted if p not in self.partitions]
         if missing:
             raise InvalidParameter(f"partitions {missing[:8]} are not loaded on this shard")
@@ -79,13 +135,12 @@ class Searcher:
         if not wanted:
             return Candidates.empty(nq)
         xq = np.ascontiguousarray(queries, dtype=np.float32)
-        nprobe = min(nprobe, self.quantizer.ntotal)
-        coarse_d, coarse_i = self.quantizer.search(xq, nprobe)
-        coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
-        coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
+        if not projected:
+            xq = self.template.project(xq)
+        coarse_d, coarse_i = self.template.coarse(xq, nprobe)
         stack = self._stack(wanted)
-        # one scan over the stacked lists is already the sorted top-kc: no heap to merge
-        dist, ids = _scan(stack.index, xq, kc, coarse_i, coarse_d)
+        # one scan over the stacked lists, cut at kc by (score, id): no heap to merge
+        dist, ids = candidates(stack.index, xq, kc, coarse_i, coarse_d)
         return Candidates(ids, dist, stack.exact(xq, ids))
 
     def locate(self, ids: np.ndarray, wanted: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,13 +148,7 @@ class Searcher:
         return self._stack(wanted).locate(ids)
 
     def _stack(self, wanted: Sequence[int]) -> _Stack:
-        return _combined([self.partitions[p] for p in sorted(set(wanted))], self.quantizer)
-
-
-_TEMPLATES: dict[int, tuple[faiss.Index, faiss.Index]] = {}  # id(quantizer) → its template
-_COMBINED: OrderedDict[tuple[int, ...], _Stack] = OrderedDict()
-_COMBINED_LOCK = threading.Lock()
-_COMBINED_MAX = 8
+        return self.version.stack([self.partitions[p] for p in sorted(set(wanted))])
 
 
 @dataclass
@@ -173,67 +222,29 @@ class _Stack:
         return scores
 
 
-def _combined(parts: list[Partition], quantizer: faiss.Index) -> _Stack:
-    """One IVF index over several partitions' inverted lists (FAISS HStackInvertedLists).
+def _combined(parts: list[Partition], template: Template) -> _Stack:
+    """One IVF index over several partitions' inverted lists.
 
-    Scanning partitions one by one recomputes the PQ look-up tables of every probed list
-    once per partition (64 partitions: 64× the work of one index). Stacking the lists of
-    the partitions asked for makes one scan with the tables computed once per query. The
-    stack only points at the memory-mapped lists; nothing is copied. Kept in a small LRU
-    keyed by the partitions' identity (a steady-state shard asks the same set every time).
+    Scanning partitions one by one recomputes the look-up tables of every probed list
+    once per partition (64 partitions: 64× the work of one index), and fast-scan would
+    pad every tiny per-partition list to a block of 32. One index over the partitions
+    asked for makes one scan with the tables computed once per query. Its quantizer is
+    the version's shared one.
     """
-    key = tuple(id(part.index) for part in parts)
-    with _COMBINED_LOCK:
-        if key in _COMBINED:
-            _COMBINED.move_to_end(key)
-            return _COMBINED[key]
-    swig: Any = faiss  # InvertedListsPtrVector is not in faiss' stubs
-    lists = swig.InvertedListsPtrVector()
-    for part in parts:
-        lists.push_back(faiss.extract_index_ivf(part.index).invlists)
-    stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
-    # a copy of the (empty) trained template has the same codebooks and parameters; its
-    # copied quantizer is released and replaced by the shared one, its lists by the stack
-    combo: Any = faiss.clone_index(_TEMPLATES[id(quantizer)][0])  # a plain IVF index
-    if combo.own_fields:
-        combo.quantizer.this.own(True)
-    combo.quantizer = quantizer
-    combo.own_fields = False
-    combo.replace_invlists(stacked, False)
-    combo.ntotal = sum(faiss.extract_index_ivf(part.index).ntotal for part in parts)
-    stack = _Stack.build(combo, (stacked, lists, tuple(parts)), parts)
-    with _COMBINED_LOCK:
-        _COMBINED[key] = stack
-        while len(_COMBINED) > _COMBINED_MAX:
-            _COMBINED.popitem(last=False)
-    return stack
-
-
-def _scan(
-    ivf: faiss.IndexIVF, xq: np.ndarray, k: int, coarse_i: np.ndarray, coarse_d: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """`search_preassigned` with nprobe passed per call (the width of `coarse_i`).
-
-    Partitions are shared by concurrent searches, so nprobe must not be index state: one
-    request setting it while another scans would make FAISS read `coarse_i` with the wrong
-    width (out of bounds). FAISS's Python wrapper refuses per-call parameters for this
-    method, so the C++ entry point is called directly.
-    """
-    n, nprobe = coarse_i.shape
-    params = faiss.SearchParametersIVF()
-    params.nprobe = nprobe
-    dist = np.empty((n, k), dtype=np.float32)
-    ids = np.empty((n, k), dtype=np.int64)
-    handle: Any = ivf  # SWIG's raw entry point is not in faiss' stubs
-    handle.search_preassigned_c(
-        n,
-        faiss.swig_ptr(xq),
-        k,
-        faiss.swig_ptr(coarse_i),
-        faiss.swig_ptr(coarse_d),
-        faiss.swig_ptr(dist),
-        faiss.swig_ptr(ids),
-        False,
-        params,
-    )
-    return dist, ids
+    combo: Any = template.shell()  # empty, same codebooks and parameters
+    if template.fast_scan:
+        for part in parts:
+            copy: Any = faiss.clone_index(part.index)  # merge_from empties its source
+            combo.merge_from(copy, 0)
+        combo = to_fast_scan(combo)  # the flat merged copy is freed once packed
+        keep: tuple[Any, ...] = (tuple(parts),)
+    else:
+        swig: Any = faiss  # InvertedListsPtrVector is not in faiss' stubs
+        lists = swig.InvertedListsPtrVector()
+        for part in parts:
+            lists.push_back(faiss.extract_index_ivf(part.index).invlists)
+        stacked = faiss.HStackInvertedLists(lists.size(), lists.data())
+        combo.replace_invlists(stacked, False)
+        combo.ntotal = sum(faiss.extract_index_ivf(part.index).ntotal for part in parts)
+        keep = (stacked, lists, tuple(parts))
+    return _Stack.build(combo, keep, parts)

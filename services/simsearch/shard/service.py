@@ -75,6 +75,7 @@ class SearchPlan:
     k: int
     nprobe: int
     refine: int
+    projected: bool = False  # queries are already in the version's scoring space
 
 
 class ShardService:
@@ -299,8 +300,13 @@ class ShardService:
         wanted = sorted(set(request.partitions))
         self._check_partitions(view, wanted)
         dim = view.manifest.model.dim
+        if request.space == "index" and view.index is not None:
+            dim = view.index.template.dim
         if request.dim != dim:
-            raise InvalidVector(f"query dim is {request.dim}; version {view.version} has {dim}")
+            raise InvalidVector(
+                f"query dim is {request.dim}; version {view.version} has {dim} "
+                f"({request.space} space)"
+            )
         limit = self.settings.max_batch_queries
         if request.nq > limit:
             raise InvalidParameter(f"nq={request.nq} queries; at most {limit} per request")
@@ -317,7 +323,15 @@ class ShardService:
                 f"k·refine = {request.k}·{refine} candidates per query is over the limit of "
                 f"{self.settings.max_candidates}"
             )
-        return SearchPlan(view, queries.astype(np.float32), wanted, request.k, nprobe, refine)
+        return SearchPlan(
+            view,
+            queries.astype(np.float32),
+            wanted,
+            request.k,
+            nprobe,
+            refine,
+            request.space == "index",
+        )
 
     def _view(self, version: str) -> VersionView:
         view = self.holdings.view(version)
@@ -347,10 +361,12 @@ class ShardService:
         """Run a validated plan (in a pool thread): FAISS scan, exact scores, paths."""
         started = time.perf_counter()
         view = plan.view
-        if plan.wanted and view.quantizer is not None:
+        if plan.wanted and view.index is not None:
             partitions = {p: view.ready[p].partition for p in plan.wanted}
-            searcher = Searcher(view.quantizer, partitions, view.manifest.partitions)
-            found = searcher.search(plan.queries, plan.k, plan.wanted, plan.nprobe, plan.refine)
+            searcher = Searcher(view.index, partitions, view.manifest.partitions)
+            found = searcher.search(
+                plan.queries, plan.k, plan.wanted, plan.nprobe, plan.refine, plan.projected
+            )
             ids, approx, exact = found.ids, found.approx, found.exact
             paths = candidate_paths(view, *searcher.locate(ids, plan.wanted))
         else:
@@ -387,12 +403,16 @@ class ShardService:
                 row = int(features.rows_of(np.array([id_], dtype=np.int64))[0])
             except InvalidParameter:
                 raise NotFound(f"no image with id {id_} in {view.version}") from None
+            vector = np.asarray(features.vectors[row], np.float32)
+            projected = view.index is not None and view.index.template.pretransform is not None
             return ShardItem(
                 id=id_,
                 version=view.version,
                 partition=number,
                 path=str(served.paths[row]),
-                vector_b64=encode_array(np.asarray(features.vectors[row], np.float32), "<f4"),
+                vector_b64=encode_array(vector, "<f4"),
+                space="index" if projected else "model",
+                dim=len(vector),
             )
         where = f"version {version}" if version else "any loaded version"
         raise PartitionsNotReady(

@@ -27,11 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import faiss
-
 from simsearch.common.layout import Manifest
 from simsearch.common.placement import partitions_for
 from simsearch.shard.loader import PartitionCache, Served
+from simsearch.shard.searcher import VersionIndex
 
 __all__ = ["Holdings", "VersionView"]
 
@@ -46,7 +45,7 @@ class VersionView:
     """An immutable snapshot of one version on this shard (what readers work with)."""
 
     manifest: Manifest
-    quantizer: faiss.Index | None
+    index: VersionIndex | None  # template and stacks; None until trained.faiss is read
     ready: dict[int, Served]
     assigned: frozenset[int]
     loading: frozenset[int]
@@ -64,7 +63,7 @@ class _Version:
     """Mutable state of one version, owned by the poller thread."""
 
     manifest: Manifest
-    quantizer: faiss.Index | None = None
+    index: VersionIndex | None = None
     ready: dict[int, Served] = field(default_factory=dict)
     assigned: frozenset[int] = frozenset()
     loading: frozenset[int] = frozenset()
@@ -76,7 +75,7 @@ class _Version:
     def view(self) -> VersionView:
         return VersionView(
             self.manifest,
-            self.quantizer,
+            self.index,
             self.ready,
             self.assigned,
             self.loading,
@@ -175,9 +174,9 @@ class Holdings:
     def _load_missing(self, state: _Version, stop: Callable[[], bool]) -> None:
         """Load each owned partition not ready yet; publish each as soon as it is open."""
         pending = sorted(state.loading)
-        if pending and state.quantizer is None:
+        if pending and state.index is None:
             try:
-                quantizer = self.cache.load_quantizer(state.manifest)
+                index = self.cache.load_template(state.manifest)
             except Exception as err:  # never crash the shard: report and retry next tick
                 reason = f"trained.faiss: {_reason(err)}"
                 log.warning("version %s: %s", state.manifest.version, reason)
@@ -187,16 +186,16 @@ class Holdings:
                 self.cache.metrics.load_failures.inc(len(pending))
                 return
             with self._lock:
-                state.quantizer = quantizer
+                state.index = index
         for number in pending:
             if stop():
                 return
             self._load_one(state, number)
 
     def _load_one(self, state: _Version, number: int) -> None:
-        assert state.quantizer is not None
+        assert state.index is not None
         try:
-            served = self.cache.load_partition(state.manifest, number, state.quantizer)
+            served = self.cache.load_partition(state.manifest, number, state.index)
         except Exception as err:  # a bad partition must not take the others down
             reason = _reason(err)
             log.warning(
@@ -223,6 +222,8 @@ class Holdings:
         gone = [state.ready[p] for p in due if p in state.ready]
         state.ready = {p: s for p, s in state.ready.items() if p not in due}
         state.drops = {p: d for p, d in state.drops.items() if p not in due}
+        if state.index is not None:
+            state.index.forget_stacks()  # stacks over the dropped partitions would keep them
         log.info("version %s: dropped partitions %s", state.manifest.version, sorted(due))
         self.cache.discard((ref for s in gone for ref in s.refs()), self._kept_keys())
 
