@@ -88,14 +88,14 @@ def corrupt(layout: IndexLayout, manifest: Manifest, p: int) -> bytes:
 def test_cached_files_that_verify_are_reused(layout: IndexLayout, tmp_path: Path) -> None:
     manifest = publish(layout)
     cache, metrics = cache_for(layout, tmp_path / "cache")
-    quantizer = cache.load_quantizer(manifest)
-    served = cache.load_partition(manifest, 3, quantizer)
+    version = cache.load_template(manifest)
+    served = cache.load_partition(manifest, 3, version)
     assert served.partition.index.ntotal == manifest.partition_files[3].count
     assert len(served.paths) == manifest.partition_files[3].count
     assert value(metrics.downloaded_bytes) > 0
     # a restarted shard: same folder, new process state → no download at all
     again, fresh = cache_for(layout, tmp_path / "cache")
-    again.load_partition(manifest, 3, again.load_quantizer(manifest))
+    again.load_partition(manifest, 3, again.load_template(manifest))
     assert value(fresh.downloaded_bytes) == 0
     assert value(fresh.cache_hits) == 3  # trained.faiss, index.faiss, features.h5
 
@@ -301,7 +301,7 @@ def test_a_restart_trusts_stamped_files_without_hashing(
     assert cache.stamps == tmp_path / "cache" / ".stamps" / layout.name  # outside cache.root
     again, metrics = cache_for(layout, tmp_path / "cache")
     hashes = Hashes(monkeypatch)
-    served = again.load_partition(manifest, 3, again.load_quantizer(manifest))
+    served = again.load_partition(manifest, 3, again.load_template(manifest))
     assert served.partition.index.ntotal == info.count
     assert hashes.keys == []
     assert value(metrics.cache_hits) == 3
