@@ -230,16 +230,22 @@ def _add_search_routes(app: FastAPI) -> None:
     )
     async def search_vector(
         body: VectorQuery, request: Request, service: ServiceDep, strict: StrictQuery = False
-    ) -> SearchResponse | BatchSearchResponse:
-        """Nearest images to a vector (cosine; normalised here). `vectors` → one list each."""
+    ) -> Response:
+        """Nearest images to a vector (cosine; normalised here). `vectors` → one list each.
+
+        Serialised here, once: returning the model would make FastAPI validate it again
+        against the response union (measured: ~0.3 ms of a query's CPU).
+        """
         knobs = Knobs(body.k, body.nprobe, body.refine, strict)
         searched = await service.search_vectors(body.rows(), knobs)
         if body.vectors is None:
-            return respond(searched, request)
-        prefix = request.scope.get("root_path", "")
-        fields = answer_fields(searched.result, searched.k, searched.took_ms)
-        hits = [to_hits(row, prefix) for row in searched.result.hits]
-        return BatchSearchResponse(results=hits, **fields)
+            answer: SearchResponse | BatchSearchResponse = respond(searched, request)
+        else:
+            prefix = request.scope.get("root_path", "")
+            fields = answer_fields(searched.result, searched.k, searched.took_ms)
+            hits = [to_hits(row, prefix) for row in searched.result.hits]
+            answer = BatchSearchResponse(results=hits, **fields)
+        return Response(answer.model_dump_json(), media_type="application/json")
 
     @app.post("/search/image", response_model=SearchResponse, dependencies=[KeyDep])
     async def search_image(

@@ -37,6 +37,7 @@ from simsearch.common.wire import (
     decode_array,
     decode_vectors,
 )
+from simsearch.router.coalesce import Coalescer
 from simsearch.router.discovery import ShardRegistry
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.images import ImageLocator, ImageReply
@@ -104,6 +105,7 @@ class RouterService:
         self.upstream = upstream
         self.registry = registry
         self.fanout = fanout
+        self.coalescer = Coalescer(fanout, settings.coalesce_queries)
         self.images = images
         self.metrics = metrics
 
@@ -186,7 +188,9 @@ class RouterService:
                 f"k·refine = {k}·{knobs.refine or choice.refine} is over the limit of "
                 f"{self.settings.max_candidates} candidates per query"
             )
-        result = await self.fanout.search(choice, queries, params, self.settings.timeout_ms / 1000)
+        result = await self.coalescer.search(
+            choice, queries, params, self.settings.timeout_ms / 1000
+        )
         self.metrics.coverage.set(result.coverage)
         if not result.answered:
             reasons = "; ".join(f"{f.url}: {f.reason}" for f in result.failures[:5])

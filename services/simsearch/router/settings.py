@@ -115,6 +115,15 @@ class RouterSettings(ServiceSettings):
     max_k: int = Field(1000, ge=1, le=1000)
     default_k: int = Field(10, ge=1, le=1000, validate_default=True)
     max_queries: int = Field(64, ge=1, le=1024, description="Vectors per /search/vector call.")
+    coalesce_queries: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description=(
+            "Concurrent queries sent to the shards in one call (1: never coalesce); see "
+            "router/coalesce.py."
+        ),
+    )
     max_candidates: int = Field(
         20_000, ge=1, description="Largest k·refine a query may ask (the shards' own limit)."
     )

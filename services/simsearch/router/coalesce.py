@@ -1,0 +1,115 @@
+"""Coalescing concurrent queries into one shard call per shard.
+
+Each query through the router costs an HTTP request to every shard it fans out to, and
+at 1M vectors the Python around that request (parse, validate, serialise, schedule)
+costs more CPU than the FAISS scan. The shard API already takes a batch of queries, so
+concurrent queries that ask the same thing of the same index version (same k, nprobe,
+refine and vector space) are sent together: one request per shard carries them all,
+FAISS scans them in one call, and the merged answer is split back per query.
+
+There is no timer. A query that finds nothing in flight for its key is sent at once, so
+a lone query pays nothing; queries that arrive while a batch is in flight wait for it to
+return and then go out together, so the batch size follows the load by itself (this is
+the "opportunistic" batching of the embedder's micro-batcher, without its decode step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
+from simsearch.router.planner import VersionChoice
+
+__all__ = ["Coalescer"]
+
+log = logging.getLogger(__name__)
+
+_Key = tuple[str, SearchParams]
+
+
+@dataclass
+class _Waiting:
+    choice: VersionChoice
+    queries: np.ndarray
+    timeout_s: float
+    future: asyncio.Future[FanoutResult]
+
+
+class Coalescer:
+    """`search` with the signature of `FanOut.search`; batches concurrent calls by key."""
+
+    def __init__(self, fanout: FanOut, max_queries: int) -> None:
+        self.fanout = fanout
+        self.max_queries = max(1, max_queries)
+        self._waiting: dict[_Key, list[_Waiting]] = {}
+        self._draining: set[_Key] = set()
+
+    async def search(
+        self, choice: VersionChoice, queries: np.ndarray, params: SearchParams, timeout_s: float
+    ) -> FanoutResult:
+        """The merged top-k of `queries`, possibly computed together with other callers'."""
+        if len(queries) >= self.max_queries:
+            return await self.fanout.search(choice, queries, params, timeout_s)
+        key = (choice.version, params)
+        future: asyncio.Future[FanoutResult] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(_Waiting(choice, queries, timeout_s, future))
+        if key not in self._draining:
+            self._draining.add(key)
+            asyncio.get_running_loop().create_task(self._drain(key))
+        return await future
+
+    async def _drain(self, key: _Key) -> None:
+        """Send what waits under `key`, batch after batch, until nothing is left."""
+        try:
+            while self._waiting.get(key):
+                batch = self._take(key)
+                await self._send(batch, key[1])
+        finally:
+            self._draining.discard(key)
+            if not self._waiting.get(key):
+                self._waiting.pop(key, None)
+
+    def _take(self, key: _Key) -> list[_Waiting]:
+        """The oldest waiting queries, up to `max_queries` rows (at least one caller)."""
+        queue = self._waiting[key]
+        batch: list[_Waiting] = []
+        rows = 0
+        while queue and (not batch or rows + len(queue[0].queries) <= self.max_queries):
+            item = queue.pop(0)
+            if item.future.done():  # its caller went away (cancelled)
+                continue
+            batch.append(item)
+            rows += len(item.queries)
+        return batch
+
+    async def _send(self, batch: list[_Waiting], params: SearchParams) -> None:
+        """One fan-out for the whole batch; each caller gets its own rows of the answer."""
+        if not batch:
+            return
+        queries = np.concatenate([item.queries for item in batch])
+        timeout_s = min(item.timeout_s for item in batch)
+        try:
+            result = await self.fanout.search(batch[0].choice, queries, params, timeout_s)
+        except Exception as exc:  # every caller of the batch sees the same failure
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        start = 0
+        for item in batch:
+            end = start + len(item.queries)
+            if not item.future.done():
+                item.future.set_result(
+                    FanoutResult(
+                        result.version,
+                        result.partitions,
+                        result.hits[start:end],
+                        set(result.answered),
+                        list(result.failures),
+                    )
+                )
+            start = end
