@@ -41,11 +41,12 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 def is_fast_scan(ivf: Any) -> bool:
     """Whether an IVF index has 4-bit PQ codes, searched with FAISS' fast-scan kernels.
 
-    Such partitions are stored as plain `IndexIVFPQ` files (flat codes, the same 64 B per
-    vector at PQ128x4) because FAISS's fast-scan block lists can neither be memory-mapped
-    nor merged reliably (FAISS 1.15 corrupts memory merging into a list whose size is not
-    a multiple of 32); a shard merges the flat lists and converts the result once
-    (`to_fast_scan`), which packs the same codes into blocks.
+    Such partitions are stored as plain `IndexIVFPQ` files (flat codes, memory-mappable)
+    because FAISS's fast-scan block lists can be neither memory-mapped nor merged
+    reliably (FAISS 1.15 corrupts memory when merging into a list whose size is not a
+    multiple of 32); a shard copies the flat lists of the partitions it is asked for
+    into one index and converts that once (`to_fast_scan`), which packs the same codes
+    into blocks.
     """
     return isinstance(ivf, faiss.IndexIVFPQ) and int(ivf.pq.nbits) == 4
 
