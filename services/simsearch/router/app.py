@@ -26,8 +26,10 @@ from typing import Annotated
 
 import aiohttp
 from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 import simsearch
@@ -222,14 +224,41 @@ def create_app(settings: RouterSettings) -> FastAPI:
     return app
 
 
+async def parse_vector_query(request: Request) -> VectorQuery:
+    """The body of `/search/vector`, parsed and validated in one pass by pydantic-core.
+
+    FastAPI's own body handling decodes the JSON with the standard library into Python
+    lists and then validates those: for a 1280-d vector that was a fifth of the router's
+    CPU per query. Errors keep the shape of FastAPI's (a 422 naming `body.<field>`).
+    """
+    raw = await request.body()
+    try:
+        return VectorQuery.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        raise RequestValidationError(errors) from None
+
+
+_VECTOR_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": VectorQuery.model_json_schema()}},
+    }
+}
+
+
 def _add_search_routes(app: FastAPI) -> None:
     @app.post(
         "/search/vector",
         response_model=SearchResponse | BatchSearchResponse,
         dependencies=[KeyDep],
+        openapi_extra=_VECTOR_BODY,
     )
     async def search_vector(
-        body: VectorQuery, request: Request, service: ServiceDep, strict: StrictQuery = False
+        body: Annotated[VectorQuery, Depends(parse_vector_query)],
+        request: Request,
+        service: ServiceDep,
+        strict: StrictQuery = False,
     ) -> Response:
         """Nearest images to a vector (cosine; normalised here). `vectors` → one list each.
 

@@ -27,7 +27,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 import simsearch
 from simsearch.common.errors import (
@@ -104,6 +106,10 @@ class ShardService:
         self._polls_done = 0
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(settings.search_workers, "search")
+        # numpy's BLAS (the query projection) and FAISS' OpenMP alike: their workers spin
+        # between calls, and on a shard's few cores that steals more than it gives
+        threadpool_limits(limits=settings.faiss_threads)
+        faiss.omp_set_num_threads(settings.faiss_threads)
 
     # ---- lifecycle
 
@@ -285,8 +291,11 @@ class ShardService:
         """Validate, then search the requested partitions in the pool."""
         try:
             plan = self.plan(request)
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._pool, run_in_context(self.execute), plan)
+            if len(plan.queries) <= self.settings.inline_max_queries:
+                result = self.execute(plan)  # see ShardSettings.inline_max_queries
+            else:
+                loop = asyncio.get_running_loop()
+                result = await loop.run_in_executor(self._pool, run_in_context(self.execute), plan)
         except SimsearchError as err:
             self.metrics.searches.labels(err.code).inc()
             raise

@@ -67,6 +67,24 @@ class ShardSettings(ServiceSettings):
         20_000, ge=1, description="Largest k·refine one query may ask for (bounds memory)."
     )
     search_workers: int = Field(4, ge=1, le=256, description="Threads running FAISS searches.")
+    faiss_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description=(
+            "OpenMP threads per FAISS call. Concurrency comes from the search workers and the "
+            "router's batches; OpenMP workers spin between calls and steal the cores."
+        ),
+    )
+    inline_max_queries: int = Field(
+        8,
+        ge=0,
+        le=1024,
+        description=(
+            "Batches of at most this many queries run on the event loop thread: for a "
+            "sub-millisecond scan the hand-off to a pool thread costs more than the scan."
+        ),
+    )
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
     @field_validator("store", mode="before")
