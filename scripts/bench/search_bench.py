@@ -268,6 +268,12 @@ def main() -> None:
     parser.add_argument(
         "--nprobe", type=int, help="override the index's nprobe (shards and baseline alike)"
     )
+    parser.add_argument(
+        "--save-vectors",
+        action="store_true",
+        help="write base.npy, queries.npy, gt.npy (raw-space exact top-10 rows) to --workdir "
+        "for peers_bench.py: the peers then search the same vectors and queries",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -323,7 +329,12 @@ def main() -> None:
     base = Baseline(template, mono, ids, y, nprobe, params.refine)
     ref_d, ref_i, figures = baseline(base, q, args.threads)
     truth = ids[ground_truth(y, template.project(q))]  # exact, in the scoring space
-    truth_raw = ids[ground_truth(x, q)]
+    rows_raw = ground_truth(x, q)
+    truth_raw = ids[rows_raw]
+    if args.save_vectors:
+        np.save(args.workdir / "base.npy", x)
+        np.save(args.workdir / "queries.npy", q)
+        np.save(args.workdir / "gt.npy", rows_raw.astype(np.int64))
     result["baseline"] = figures
     result["baseline_qps_single"] = 1000 / figures["p50_ms"]
     result["recall_at_10_baseline"] = float(

@@ -177,6 +177,10 @@ class ShardVersionInfo(BaseModel):
     vectors: int  # vectors in the ready partitions
     model: str
     live: bool = False  # CURRENT pointed here at this shard's last successful poll
+    # recall@10 the indexer measured at build time (manifest `probe`), None if not measured
+    recall_probe: float | None = None
+    probe_queries: int | None = None
+    scoring_dim: int | None = None  # dimension after the version's PCA (None: the model's)
 
 
 class ShardInfo(BaseModel):
@@ -189,6 +193,10 @@ class ShardInfo(BaseModel):
     versions: list[ShardVersionInfo]
     rss_bytes: int
     version: str  # simsearch version
+    # FAISS build: its compile options and whether its AVX2 kernels are there (without
+    # them fast-scan is ~15× slower); empty from shards that predate the field
+    faiss_options: str = ""
+    faiss_avx2: bool | None = None
 
 
 class ShardReload(BaseModel):

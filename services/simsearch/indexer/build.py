@@ -60,6 +60,7 @@ class BuildOptions:
     chunk: int = 256
     full: bool = False
     retrain: bool = False
+    recall_target: float = 0.95  # the recall probe's target for the default nprobe
     workdir: Path | None = None
     progress: bool = True
 
@@ -181,6 +182,7 @@ def build(
         workdir=workdir,
         base=base,
         retrain=options.retrain,
+        recall_target=options.recall_target,
     )
     bar.close()
     journal.clear()

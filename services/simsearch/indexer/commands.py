@@ -33,6 +33,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     b.add_argument("--weights", help="in-process model weights (file/URI/'random')")
     b.add_argument("--full", action="store_true", help="ignore the current version")
     b.add_argument("--retrain", action="store_true", help="train a new template")
+    b.add_argument(
+        "--recall-target",
+        type=float,
+        default=0.95,
+        help="default nprobe = the smallest whose build-time recall@10 reaches this (0..1)",
+    )
     b.add_argument("--workdir", type=Path, help="local folder for the resume journal")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument(
@@ -94,6 +100,7 @@ def run_build(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         full=args.full,
         retrain=args.retrain,
+        recall_target=args.recall_target,
         workdir=args.workdir,
         progress=not args.no_progress,
     )

@@ -47,7 +47,7 @@ from simsearch.indexer.faissbuild import (
     train_template,
     write_partition,
 )
-from simsearch.indexer.probe import probe
+from simsearch.indexer.probe import TARGET_RECALL, probe
 
 BUILD_WORKERS = min(4, os.cpu_count() or 1)  # partitions written at once
 PROJECT_BLOCK = 65_536  # rows projected at a time (bounds the float32 copies)
@@ -92,6 +92,7 @@ def write_index(
     retrain: bool = False,
     probe_recall: bool = True,
     workers: int = BUILD_WORKERS,
+    recall_target: float = TARGET_RECALL,
 ) -> Manifest:
     """Build every partition from one template and publish a new version.
 
@@ -153,7 +154,7 @@ def write_index(
         if probe_index is not None:
             if template.fast_scan:
                 probe_index = to_fast_scan(probe_index)  # what a shard searches
-            found = run_probe(template, probe_index, ids, y, params.refine)
+            found = run_probe(template, probe_index, ids, y, params.refine, recall_target)
             params = params.model_copy(update={"nprobe": found.nprobe})
     manifest = Manifest(
         index_name=layout.name,
@@ -195,10 +196,17 @@ def _scoring_vectors(template: Template, vectors: np.ndarray, dtype: str) -> np.
 
 
 def run_probe(
-    template: Template, index: Any, ids: np.ndarray, y: np.ndarray, refine: int
+    template: Template,
+    index: Any,
+    ids: np.ndarray,
+    y: np.ndarray,
+    refine: int,
+    target: float = TARGET_RECALL,
 ) -> RecallProbe:
     """The recall probe over the whole version (logged: it is the build's quality figure)."""
-    found = probe(template, index, ids, y, refine)
+    if not 0 < target <= 1:
+        raise InvalidParameter(f"recall target {target} must be in (0, 1]")
+    found = probe(template, index, ids, y, refine, target=target)
     log.info(
         "recall probe: recall@%d %.4f at nprobe %d (%d queries, curve %s, %.1fs)",
         found.k,

@@ -217,6 +217,10 @@ class StatsResponse(BaseModel):
     refine: int | None
     shards: list[ShardStatus]
     versions: list[VersionStatus]
+    recall_probe: float | None = Field(
+        None, description="recall@10 measured at build time on held-out indexed vectors."
+    )
+    probe_queries: int | None = None
 
 
 class ReloadResponse(BaseModel):

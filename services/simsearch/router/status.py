@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
+from simsearch.common.wire import ShardVersionInfo
 from simsearch.router.discovery import ShardState, views
 from simsearch.router.planner import VersionChoice, choose_version, versions
 from simsearch.router.schemas import (
@@ -99,7 +100,10 @@ def stats(states: list[ShardState], now: float) -> StatsResponse:
     """Totals, the version queries use, every version seen, every shard's partitions."""
     seen = views(states)
     choice = choose_version(seen)
+    probe = _probe(states, choice.version) if choice else None
     return StatsResponse(
+        recall_probe=probe.recall_probe if probe else None,
+        probe_queries=probe.probe_queries if probe else None,
         total_vectors=choice.vectors if choice else 0,
         index_version=choice.version if choice else None,
         partitions=choice.partitions if choice else None,
@@ -120,3 +124,12 @@ def stats(states: list[ShardState], now: float) -> StatsResponse:
             for v in versions(seen)
         ],
     )
+
+
+def _probe(states: list[ShardState], version: str) -> ShardVersionInfo | None:
+    """Any shard's report of `version` that carries the build-time recall probe."""
+    for state in states:
+        for info in state.info.versions if state.info else []:
+            if info.version == version and info.recall_probe is not None:
+                return info
+    return None

@@ -65,6 +65,8 @@ __all__ = ["NotServed", "PartitionsNotReady", "ShardService", "VersionNotLoaded"
 log = logging.getLogger(__name__)
 
 _RELOAD_TICK_S = 0.05  # how often a waiting reload looks at the poll counter
+FAISS_OPTIONS = str(faiss.get_compile_options()).strip()
+FAISS_AVX2 = "AVX2" in FAISS_OPTIONS.split() or "AVX512" in FAISS_OPTIONS.split()
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,10 @@ class ShardService:
 
     def start(self) -> None:
         """Start polling (and so loading) in the background; returns at once."""
+        if FAISS_AVX2:
+            log.info("FAISS kernels: %s", FAISS_OPTIONS)
+        else:  # fast-scan and PQ scans fall back to generic code, an order slower
+            log.warning("FAISS was built without AVX2 (%s): searches will be slow", FAISS_OPTIONS)
         self._thread = threading.Thread(target=self._run, name="shard-poller", daemon=True)
         self._thread.start()
 
@@ -267,6 +273,8 @@ class ShardService:
             versions=[self._version_info(view) for view in self.holdings.views()],
             rss_bytes=rss_bytes(),
             version=simsearch.__version__,
+            faiss_options=FAISS_OPTIONS,
+            faiss_avx2=FAISS_AVX2,
         )
 
     def _version_info(self, view: VersionView) -> ShardVersionInfo:
@@ -283,6 +291,9 @@ class ShardService:
             vectors=sum(served.info.count for served in view.ready.values()),
             model=manifest.model.name,
             live=view.version == self.live,
+            recall_probe=manifest.probe.recall if manifest.probe else None,
+            probe_queries=manifest.probe.queries if manifest.probe else None,
+            scoring_dim=manifest.params.pca_dim,
         )
 
     # ---- search

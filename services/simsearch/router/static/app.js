@@ -461,6 +461,9 @@
       $('st-partitions').textContent = s.partitions
         ? `${s.partitions}, coverage ${percent(s.coverage)}` : 'none';
       $('st-defaults').textContent = s.nprobe ? `nprobe ${s.nprobe}, refine ${s.refine}` : '–';
+      $('st-recall').textContent = s.recall_probe === null || s.recall_probe === undefined
+        ? 'not measured (exact index or older build)'
+        : `${s.recall_probe.toFixed(3)} (build-time probe, ${s.probe_queries} queries)`;
       if (s.nprobe) el.nprobe.placeholder = `default ${s.nprobe}`;
       if (s.refine) el.refine.placeholder = `default ${s.refine}`;
       el.shards.replaceChildren(...(s.shards || []).map((shard) => {
