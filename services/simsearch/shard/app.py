@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 import simsearch
 from simsearch.common.errors import ConfigError, InvalidParameter
 from simsearch.common.http import (
+    JsonFastPath,
     RequestContextMiddleware,
     health_router,
     install_error_handlers,
@@ -126,6 +127,15 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         await asyncio.to_thread(close_topology, running.topology)
 
     app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
+
+    async def fast_search(body: bytes) -> bytes:
+        """`POST /search` without FastAPI's routing layers (see `JsonFastPath`)."""
+        running: ShardService = app.state.service
+        found = await running.search(ShardSearchRequest.model_validate_json(body))
+        return found.model_dump_json().encode()
+
+    # inside RequestContextMiddleware (added after it, so it is the outer one)
+    app.add_middleware(JsonFastPath, routes={("POST", "/search"): fast_search})
     app.add_middleware(
         RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_request_bytes
     )
