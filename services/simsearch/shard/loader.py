@@ -71,7 +71,7 @@ class Served:
 
     info: PartitionInfo
     partition: Partition
-    paths: np.ndarray  # object array of str, row-aligned with partition.features
+    paths: PackedPaths  # row-aligned with partition.features
 
     @property
     def number(self) -> int:
@@ -81,11 +81,36 @@ class Served:
         return self.info.index, self.info.features
 
 
-def read_paths(path: Path) -> np.ndarray:
-    """The `paths` dataset of a features.h5 as an object array of str."""
+class PackedPaths:
+    """A partition's stored paths as one UTF-8 blob and offsets: ~8 B + the path per row.
+
+    Every answer carries a path per candidate and h5py serialises all file access behind
+    one lock, so paths live in memory; as Python `str` objects they cost ~80 B each for
+    a 22-character key (≈ 40 MB per 500k vectors), packed about a third of that.
+    """
+
+    def __init__(self, paths: list[bytes]) -> None:
+        lengths = np.fromiter((len(p) for p in paths), dtype=np.int64, count=len(paths))
+        self._offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(lengths)])
+        self._blob = b"".join(paths)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, row: int) -> str:
+        start, end = self._offsets[row], self._offsets[row + 1]
+        return self._blob[start:end].decode("utf-8")
+
+    def take(self, rows: np.ndarray) -> list[str]:
+        """The paths of several rows, in order."""
+        return [self[int(r)] for r in rows]
+
+
+def read_paths(path: Path) -> PackedPaths:
+    """The `paths` dataset of a features.h5, packed."""
     with h5py.File(path, "r") as h5:
-        paths: np.ndarray = np.asarray(h5["paths"].asstr()[:], dtype=object)
-    return paths
+        raw = h5["paths"][:]
+    return PackedPaths([p if isinstance(p, bytes) else str(p).encode() for p in raw])
 
 
 def _identity(st: os.stat_result) -> list[int]:

@@ -445,7 +445,7 @@ def candidate_paths(view: VersionView, numbers: np.ndarray, rows: np.ndarray) ->
     out = np.full(numbers.shape, "", dtype=object)
     for number in np.unique(numbers[numbers >= 0]):
         mask = numbers == number
-        out[mask] = view.ready[int(number)].paths[rows[mask]]
+        out[mask] = view.ready[int(number)].paths.take(rows[mask])
     paths: list[list[str]] = out.tolist()
     return paths
 
