@@ -5,7 +5,6 @@ These use the photos the project ships (samples/flowers), so they run on a fresh
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -13,30 +12,15 @@ import pytest
 import torch
 
 from simsearch.common.errors import ConfigError, ModelWeightsMissing
-from simsearch.common.imaging import decode_image
 from simsearch.embedder.device import resolve_placement
 from simsearch.embedder.engine import Engine, preprocess
 from simsearch.embedder.models import get_spec, load_model
-
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers"
-
-
-def sample_rows() -> list[dict[str, str]]:
-    with (SAMPLES / "labels.csv").open() as handle:
-        return list(csv.DictReader(handle))
+from tests.support.photos import cpu_engine, load_sample, sample_rows
 
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    torch.set_num_threads(2)
-    spec = get_spec("efficientnet-lite0")
-    module, weights = load_model(spec, None)
-    return Engine(spec, module, resolve_placement("cpu", "auto"), weights)
-
-
-def load_sample(path: str, engine: Engine) -> np.ndarray:
-    image = decode_image((SAMPLES / "images" / path).read_bytes())
-    return preprocess(image, engine.spec.preprocessing)
+    return cpu_engine("efficientnet-lite0")
 
 
 def test_preprocess_gives_a_centre_crop_of_uint8(engine: Engine) -> None:

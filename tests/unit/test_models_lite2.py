@@ -7,40 +7,24 @@ on a fresh clone. It mirrors tests/unit/test_engine.py's checks for Lite0.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from simsearch.common.imaging import decode_image
 from simsearch.common.settings import load_settings
-from simsearch.embedder.device import resolve_placement
-from simsearch.embedder.engine import Engine, preprocess
+from simsearch.embedder.engine import Engine
 from simsearch.embedder.models import get_spec, load_model
 from simsearch.embedder.settings import EmbedderSettings
+from tests.support.photos import cpu_engine, load_sample, sample_rows
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers"
 DAISY = 985  # ImageNet class index of "daisy"
-
-
-def sample_rows() -> list[dict[str, str]]:
-    with (SAMPLES / "labels.csv").open() as handle:
-        return list(csv.DictReader(handle))
 
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    torch.set_num_threads(2)
-    spec = get_spec("efficientnet-lite2")
-    module, weights = load_model(spec, None)
-    return Engine(spec, module, resolve_placement("cpu", "auto"), weights)
-
-
-def load_sample(path: str, engine: Engine) -> np.ndarray:
-    image = decode_image((SAMPLES / "images" / path).read_bytes())
-    return preprocess(image, engine.spec.preprocessing)
+    return cpu_engine("efficientnet-lite2")
 
 
 def test_the_entry_declares_lite2s_resolution_and_lite_normalisation(
