@@ -176,6 +176,9 @@ def test_info_and_readiness(shards: list[ShardService], index: tuple[Path, Manif
     assert version.vectors == sum(index[1].partition_files[p].count for p in version.ready)
     assert info.rss_bytes > 10_000_000
     assert version.live  # CURRENT names it
+    # the FAISS build is reported (fast-scan is ~15× slower without AVX2)
+    assert info.faiss_options and isinstance(info.faiss_avx2, bool)
+    assert version.recall_probe is None  # an exact-plan index has no probe
     ready, reason = shards[1].readiness()
     assert ready and f"{len(version.ready)}/{len(version.ready)} partitions ready" in reason
 
