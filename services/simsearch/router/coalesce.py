@@ -94,6 +94,10 @@ class Coalescer:
         timeout_s = min(item.timeout_s for item in batch)
         try:
             result = await self.fanout.search(batch[0].choice, queries, params, timeout_s)
+        except asyncio.CancelledError:  # shutting down: nobody waits for an answer forever
+            for item in batch:
+                item.future.cancel()
+            raise
         except Exception as exc:  # every caller of the batch sees the same failure
             for item in batch:
                 if not item.future.done():
