@@ -216,10 +216,16 @@ class _Stack:
         if not found.size:
             return scores
         slots, rows = self.slot[pos], self.row[pos]
+        # one gather per partition touched, over runs of a slot-sorted order (a boolean
+        # mask per partition cost ~10 µs each, 0.3 ms a query over 32 partitions)
+        order = np.argsort(slots, kind="stable")
+        sorted_slots = slots[order]
+        starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+        ends = np.r_[starts[1:], len(order)]
         cand = np.empty((found.size, xq.shape[1]), dtype=np.float32)
-        for s in np.unique(slots):
-            mask = slots == s
-            cand[mask] = self.vectors[s][rows[mask]]
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            picked = order[start:end]
+            cand[picked] = self.vectors[int(sorted_slots[start])][rows[picked]]
         query_of = found // ids.shape[1]
         scores.ravel()[found] = np.einsum("ij,ij->i", xq[query_of], cand)
         return scores
