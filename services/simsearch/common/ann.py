@@ -51,9 +51,20 @@ def is_fast_scan(ivf: Any) -> bool:
     return isinstance(ivf, faiss.IndexIVFPQ) and int(ivf.pq.nbits) == 4
 
 
+FAST_SCAN_IMPLEM = 10  # FAISS' heap-collector kernel; see `to_fast_scan`
+
+
 def to_fast_scan(ivf: Any) -> Any:
-    """A fast-scan copy of a 4-bit `IndexIVFPQ` (same codes, quantizer shared, not owned)."""
-    return faiss.IndexIVFPQFastScan(ivf)
+    """A fast-scan copy of a 4-bit `IndexIVFPQ` (same codes, quantizer shared, not owned).
+
+    The kernel is pinned to FAISS' implementation 10 (heap collector, queries one at a
+    time per list): measured at 100k, nprobe 384, one thread, it returns the same ids and
+    scores as the automatic choice and costs 0.53 ms instead of 0.82 per single query
+    (0.26 vs 0.30 per query in batches of 8).
+    """
+    fast: Any = faiss.IndexIVFPQFastScan(ivf)
+    fast.implem = FAST_SCAN_IMPLEM
+    return fast
 
 
 @dataclass
