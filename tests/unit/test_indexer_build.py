@@ -124,3 +124,20 @@ def test_build_of_an_empty_images_root_fails_clearly_unless_allowed(
     assert "no images under" in capsys.readouterr().err
     assert main([*args, "--no-progress", "--allow-empty"]) == 0
     assert not (tmp_path / "s" / "index" / "default" / "CURRENT").exists()
+
+
+def test_recall_probe_picks_the_smallest_nprobe_reaching_the_target() -> None:
+    from simsearch.indexer.probe import _smallest_reaching, nprobe_ladder
+
+    ladder = nprobe_ladder(4096)
+    for threshold in (1, 3, 5, 6, 7, 100, 192, 193, 256, 4096):
+        measured: list[int] = []
+
+        def measure(nprobe: int, threshold: int = threshold, seen: list[int] = measured) -> float:
+            seen.append(nprobe)
+            return 1.0 if nprobe >= threshold else 0.0
+
+        expected = min(p for p in ladder if p >= threshold)
+        assert _smallest_reaching(ladder, measure, 0.95) == expected
+        assert len(measured) < len(ladder)  # never the whole ladder
+    assert _smallest_reaching(ladder, lambda _: 0.5, 0.95) == 4096  # none reaches it
