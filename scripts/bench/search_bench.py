@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,23 +124,7 @@ def baseline(
         started = time.perf_counter()
         results.append(base.search(query[None]))
         times.append(time.perf_counter() - started)
-    count = [0] * threads
-    stop = time.perf_counter() + 5
-
-    def worker(t: int) -> None:
-        i = t
-        while time.perf_counter() < stop:
-            base.search(q[i % len(q)][None])
-            count[t] += 1
-            i += threads
-
-    pool = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
-    begun = time.perf_counter()
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    qps = sum(count) / (time.perf_counter() - begun)
+    qps, _ = closed_loop(threads, 5, lambda _t, i: base.search(q[i % len(q)][None]))
     faiss.omp_set_num_threads(threads)
     figures = {
         "p50_ms": float(np.percentile(times, 50) * 1000),
@@ -209,18 +194,26 @@ def throughput(
     port: int, q: list[bytes], clients: int, seconds: float, total: int | None = None
 ) -> tuple[float, int]:
     """Queries per second with `clients` connections for `seconds` (or until `total`)."""
-    counts = [0] * clients
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(clients)]
+    return closed_loop(clients, seconds, lambda c, i: query(conns[c], q[i % len(q)]), total)
+
+
+def closed_loop(
+    workers: int, seconds: float, one: Callable[[int, int], object], total: int | None = None
+) -> tuple[float, int]:
+    """Calls per second of `one(worker, i)` from `workers` threads, each calling it back to
+    back (i = worker, worker + workers, …) for `seconds` or until `total` calls in all."""
+    counts = [0] * workers
     stop = time.perf_counter() + seconds
 
-    def client(c: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        i = c
+    def loop(w: int) -> None:
+        i = w
         while time.perf_counter() < stop and (total is None or sum(counts) < total):
-            query(conn, q[i % len(q)])
-            counts[c] += 1
-            i += clients
+            one(w, i)
+            counts[w] += 1
+            i += workers
 
-    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    threads = [threading.Thread(target=loop, args=(w,)) for w in range(workers)]
     started = time.perf_counter()
     for t in threads:
         t.start()
