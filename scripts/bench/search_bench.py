@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
@@ -222,6 +223,35 @@ def closed_loop(
     return sum(counts) / (time.perf_counter() - started), sum(counts)
 
 
+def direct_shard(port: int, q: np.ndarray, k: int = K) -> dict[str, float]:
+    """One shard called directly (no router) for its own partitions: the p50 of the call at
+    the client, and of the shard's own `took_ms` (plan, FAISS, exact scores, paths)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/info")
+    view = json.loads(conn.getresponse().read())["versions"][-1]
+    calls, took = [], []
+    for vector in q.astype("<f4"):
+        body = json.dumps(
+            {
+                "version": view["version"],
+                "partitions": view["ready"],
+                "k": k,
+                "dim": len(vector),
+                "nq": 1,
+                "vectors_b64": base64.b64encode(vector.tobytes()).decode(),
+            }
+        ).encode()
+        started = time.perf_counter()
+        conn.request("POST", "/search", body, {"Content-Type": "application/json"})
+        answer = json.loads(conn.getresponse().read())
+        calls.append(time.perf_counter() - started)
+        took.append(answer["took_ms"])
+    return {
+        "p50_ms": float(np.percentile(calls[1:], 50) * 1000),
+        "took_p50_ms": float(np.percentile(took[1:], 50)),
+    }
+
+
 def memory(pid: int) -> dict[str, int]:
     """kB figures from /proc/PID/smaps_rollup (Linux)."""
     fields = {}
@@ -395,6 +425,7 @@ def main() -> None:
         )
         result["p50_ms"] = float(np.percentile(times, 50) * 1000)
         result["p99_ms"] = float(np.percentile(times, 99) * 1000)
+        result["shard_0_direct"] = direct_shard(shard_ports[0], q)
         result["qps_c8"], served = throughput(args.port, payloads, 8, args.seconds)
         result["qps_c8_over_baseline"] = result["qps_c8"] / figures["qps_threads"]
         served += len(q) + 1
