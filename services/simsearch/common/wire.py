@@ -142,7 +142,9 @@ class ShardCandidates(BaseModel):
     """Each query's best k·refine candidates on this shard, best approximate score first.
 
     `ids_b64` (<i8), `approx_b64` and `exact_b64` (<f4) are nq×width arrays; id -1 marks an
-    empty slot. `paths[q][j]` is the stored path of candidate j of query q ("" if empty).
+    empty slot. `paths[q][j]` is the stored path of candidate j of query q: "" if empty, and
+    "" for a candidate that `k` earlier ones beat by exact score, which can never reach the
+    merged top k (`common.topk.can_rank`; it saves ~2/3 of the path look-ups and bytes).
     """
 
     version: str

@@ -44,6 +44,7 @@ from simsearch.common.telemetry import HttpMetrics
 from simsearch.router import status
 from simsearch.router.discovery import ShardRegistry, make_source
 from simsearch.router.fanout import FanOut
+from simsearch.router.http1 import Http1Pool
 from simsearch.router.images import ImageLocator
 from simsearch.router.metrics import RouterMetrics
 from simsearch.router.page import PAGE_HEADERS, asset, render_page
@@ -131,7 +132,7 @@ def _build_service(
     metrics: RouterMetrics,
 ) -> RouterService:
     """Wire discovery, fan-out and image look-up around the one shared HTTP client."""
-    upstream = Upstream(session)
+    upstream = Upstream(session, Http1Pool(settings.max_connections, settings.keepalive_expiry_s))
 
     def gauges() -> None:
         up = sum(1 for s in registry.states.values() if s.up)
@@ -183,6 +184,8 @@ def create_app(settings: RouterSettings) -> FastAPI:
                 yield
             finally:
                 await service.registry.stop()
+                if service.upstream.pool is not None:
+                    service.upstream.pool.close()
 
     registry = CollectorRegistry()
     http_metrics = HttpMetrics("router", registry)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from simsearch.common.telemetry import outgoing_headers
+from simsearch.router.http1 import ConnectFailed, ExchangeFailed, Http1Pool, Target, target_of
 from simsearch.router.settings import RouterSettings
 
 __all__ = ["Reply", "Upstream", "UpstreamFailure", "make_session"]
@@ -99,8 +100,9 @@ def make_session(settings: RouterSettings) -> aiohttp.ClientSession:
 class Upstream:
     """GET/POST with one timeout each, the request id forwarded, failures normalised."""
 
-    def __init__(self, session: aiohttp.ClientSession | None) -> None:
+    def __init__(self, session: aiohttp.ClientSession | None, pool: Http1Pool | None = None):
         self.session = session
+        self.pool = pool  # JSON POSTs to plain-http URLs go here (see `router.http1`)
 
     async def get(self, url: str, timeout_s: float, params: dict[str, str] | None = None) -> Reply:
         """GET `url`; raises `UpstreamFailure` when no HTTP answer arrives in time."""
@@ -132,6 +134,9 @@ class Upstream:
         if self.session is None:
             raise UpstreamFailure(url, "no HTTP session", unreachable=True, timeout=False)
         sent_headers = {**outgoing_headers(), **(headers or {})}
+        target = target_of(url) if self.pool is not None and params is None else None
+        if target is not None and method == "POST" and isinstance(data, bytes):
+            return await self._post_lean(url, target, data, sent_headers, timeout_s)
         timeout = aiohttp.ClientTimeout(total=max(timeout_s, 0.001))
         try:
             async with self.session.request(
@@ -154,3 +159,19 @@ class Upstream:
         except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a malformed URL
             reason = f"{type(exc).__name__}: {exc}"
             raise UpstreamFailure(url, reason, unreachable=False, timeout=False) from exc
+
+    async def _post_lean(
+        self, url: str, target: Target, data: bytes, headers: dict[str, str], timeout_s: float
+    ) -> Reply:
+        """`_request`'s POST over `router.http1`, failures mapped the same way."""
+        assert self.pool is not None
+        try:
+            status, content_type, body = await self.pool.post(target, headers, data, timeout_s)
+        except TimeoutError as exc:
+            reason = f"no answer within {timeout_s * 1000:.0f} ms"
+            raise UpstreamFailure(url, reason, unreachable=False, timeout=True) from exc
+        except ConnectFailed as exc:
+            raise UpstreamFailure(url, str(exc), unreachable=True, timeout=False) from exc
+        except ExchangeFailed as exc:
+            raise UpstreamFailure(url, str(exc), unreachable=False, timeout=False) from exc
+        return Reply(status, body, content_type)

@@ -44,6 +44,7 @@ from simsearch.common.errors import (
 from simsearch.common.ids import MAX_ID
 from simsearch.common.layout import IndexLayout, Manifest
 from simsearch.common.telemetry import run_in_context
+from simsearch.common.topk import can_rank
 from simsearch.common.wire import (
     ShardCandidates,
     ShardInfo,
@@ -388,7 +389,8 @@ class ShardService:
                 plan.queries, plan.k, plan.wanted, plan.nprobe, plan.refine, plan.projected
             )
             ids, approx, exact = found.ids, found.approx, found.exact
-            paths = candidate_paths(view, *searcher.locate(ids, plan.wanted))
+            wanted_ids = np.where(can_rank(ids, exact, plan.k), ids, -1)  # see can_rank
+            paths = candidate_paths(view, *searcher.locate(wanted_ids, plan.wanted))
         else:
             ids = np.empty((len(plan.queries), 0), np.int64)
             approx = exact = np.empty((len(plan.queries), 0), np.float32)
