@@ -193,7 +193,7 @@ def metrics_router(metrics: HttpMetrics) -> APIRouter:
     return router
 
 
-JsonHandler = Callable[[bytes], Awaitable[bytes]]
+JsonHandler = Callable[[bytes, Scope], Awaitable[bytes]]
 
 
 class _Route:
@@ -211,6 +211,7 @@ class JsonFastPath:
     sub-millisecond search. Routes given here read the body, call `handler(body) ->
     JSON bytes` and answer with the same error bodies as the app's handlers (a domain
     error → its status and code, a pydantic `ValidationError` → 422 `validation_error`).
+    A request with a query string goes the FastAPI way (its parameters are validated there).
     Installed inside `RequestContextMiddleware`, so request ids, the body limit, metrics
     and the access log apply as for every other route; the route still appears in the
     OpenAPI schema from its FastAPI declaration (which stays as the documented contract).
@@ -222,7 +223,7 @@ class JsonFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = None
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not scope.get("query_string"):
             handler = self.routes.get((scope["method"], scope["path"]))
         if handler is None:
             await self.app(scope, receive, send)
@@ -231,7 +232,7 @@ class JsonFastPath:
         body = await _read_body(receive)
         status, payload = 200, b""
         try:
-            payload = await handler(body)
+            payload = await handler(body, scope)
         except SimsearchError as exc:
             if exc.status_code >= 500:
                 log.warning("request failed: %s", exc.reason, extra={"error": exc.code})

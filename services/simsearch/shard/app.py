@@ -20,6 +20,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
+from starlette.types import Scope
 
 import simsearch
 from simsearch.common.errors import ConfigError, InvalidParameter
@@ -128,7 +129,7 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
 
     app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
 
-    async def fast_search(body: bytes) -> bytes:
+    async def fast_search(body: bytes, _scope: Scope) -> bytes:
         """`POST /search` without FastAPI's routing layers (see `JsonFastPath`)."""
         running: ShardService = app.state.service
         found = await running.search(ShardSearchRequest.model_validate_json(body))
