@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Literal
 
 import numpy as np
@@ -112,7 +113,7 @@ def decode_array(payload: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as err:
         raise InvalidVector(f"payload is not valid base64: {err}") from err
-    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * np.dtype(dtype).itemsize  # np.prod: ~10 µs a call
     if len(raw) != expected:
         raise InvalidVector(f"payload holds {len(raw)} bytes, expected {expected} for {shape}")
     return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape)
