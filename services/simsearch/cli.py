@@ -23,11 +23,21 @@ PLANNED = ("router", "shard")
 
 
 def _run(app: Any, settings: ServiceSettings) -> int:
-    """Serve `app` with uvicorn; our JSON logging, graceful shutdown within 10 s."""
+    """Serve `app` with uvicorn behind the edge limits (common/edge.py); our JSON logging,
+    graceful shutdown within 10 s."""
     import uvicorn
 
+    from simsearch.common.edge import protocol_for
+
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=10
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        http=protocol_for(settings.edge_limits()),
+        timeout_keep_alive=settings.http_keepalive_s,
+        limit_concurrency=settings.http_limit_concurrency,
     )
     return 0
 

@@ -14,6 +14,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from simsearch.common.edge import EdgeLimits
 from simsearch.common.errors import ConfigError
 from simsearch.common.storage import S3Options
 
@@ -37,6 +38,28 @@ class ServiceSettings(BaseSettings):
     s3_max_attempts: int = Field(5, ge=1, le=20)
     s3_connect_timeout_s: float = Field(5.0, gt=0, le=300)
     s3_read_timeout_s: float = Field(30.0, gt=0, le=3600)
+    # the HTTP edge (common/edge.py): what one client connection may cost the service
+    http_max_head_bytes: int = Field(
+        32 * 1024, ge=1024, le=1024 * 1024, description="Request line + headers; over it: 431."
+    )
+    http_head_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Connection start (or last answer) to end of headers."
+    )
+    http_body_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="End of headers to end of body (uploads)."
+    )
+    http_keepalive_s: int = Field(5, ge=1, le=600, description="Idle keep-alive lifetime (s).")
+    http_limit_concurrency: int = Field(
+        512, ge=8, le=100_000, description="Open connections + requests before new ones get 503."
+    )
+
+    def edge_limits(self) -> EdgeLimits:
+        """The per-connection limits of `common.edge` these settings describe."""
+        return EdgeLimits(
+            max_head_bytes=self.http_max_head_bytes,
+            head_timeout_s=self.http_head_timeout_s,
+            body_timeout_s=self.http_body_timeout_s,
+        )
 
     def s3_options(self) -> S3Options:
         """The S3 client options these settings describe (credentials stay in the env)."""
