@@ -119,3 +119,16 @@ def test_200_idle_connections_do_not_stop_the_service(service: Service) -> None:
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_vector_body_the_size_of_an_image_upload_is_refused_up_front(service: Service) -> None:
+    big = b'{"vector": [' + b"0.123456789," * (5 * 1024 * 1024 // 12) + b"0.5]}"
+    started = time.monotonic()
+    response = httpx.post(
+        f"{service.url}/search/vector",
+        content=big,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
+    assert time.monotonic() - started < 3  # refused from Content-Length, not parsed

@@ -25,7 +25,12 @@ from simsearch.common.telemetry import HttpMetrics, current_request_id
 def make_app(ready: bool = True) -> FastAPI:
     app = FastAPI()
     metrics = HttpMetrics("test", CollectorRegistry())
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=1000)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=1000,
+        route_limits={"/small": 100},
+    )
     install_error_handlers(app)
     app.include_router(health_router(lambda: (ready, "why")))
     app.include_router(metrics_router(metrics))
@@ -41,6 +46,7 @@ def make_app(ready: bool = True) -> FastAPI:
         return {"id": item_id, "rid": current_request_id()}
 
     @app.post("/upload")
+    @app.post("/small")
     async def upload(request: Request) -> dict[str, int]:
         return {"size": len(await request.body())}
 
@@ -96,6 +102,13 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed() -> None:
 
     streamed = call(app, "POST", "/upload", content=chunks())
     assert streamed.status_code == 413
+
+
+def test_a_route_of_its_own_has_its_own_body_limit() -> None:
+    app = make_app()
+    assert call(app, "POST", "/small", content=b"x" * 100).json() == {"size": 100}
+    small = call(app, "POST", "/small", content=b"x" * 500)  # fine for /upload, not here
+    assert small.status_code == 413 and "limit of 100 bytes" in small.json()["detail"]
 
 
 def test_validation_errors_are_422_with_the_field_named() -> None:

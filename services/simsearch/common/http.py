@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -59,10 +59,19 @@ class RequestContextMiddleware:
     Content-Length), so an oversized upload is refused with 413 before it is buffered.
     """
 
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: HttpMetrics,
+        max_body_bytes: int,
+        route_limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        # a path's own limit: a JSON route must not accept an image upload's size, since
+        # parsing 20 MB of JSON holds the event loop (and every other request) for seconds
+        self.route_limits = dict(route_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -85,15 +94,16 @@ class RequestContextMiddleware:
                 ]
             await send(message)
 
+        limit = self.route_limits.get(scope["path"], self.max_body_bytes)
         try:
             declared = int(headers.get("content-length", "0") or 0)
-            if declared > self.max_body_bytes:
-                await self._too_large(send_with_id, declared)
+            if declared > limit:
+                await self._too_large(send_with_id, declared, limit)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
+            await self.app(scope, self._limited(receive, limit), send_with_id)
         except _BodyTooLarge:
             if not status["sent"]:
-                await self._too_large(send_with_id, None)
+                await self._too_large(send_with_id, None, limit)
         except Exception:  # a bug: answer 500 with the request id while we still know it
             log.exception("unhandled error")
             if not status["sent"]:
@@ -110,7 +120,7 @@ class RequestContextMiddleware:
             self._record(scope, status["code"], time.perf_counter() - started)
             request_id_var.reset(token)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def wrapped() -> Message:
@@ -118,17 +128,15 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
+                if seen > limit:
                     raise _BodyTooLarge()
             return message
 
         return wrapped
 
-    async def _too_large(self, send: Send, declared: int | None) -> None:
+    async def _too_large(self, send: Send, declared: int | None, limit: int) -> None:
         size = f"{declared} bytes" if declared is not None else "the body"
-        err = PayloadTooLarge(
-            f"request body {size} is over the limit of {self.max_body_bytes} bytes"
-        )
+        err = PayloadTooLarge(f"request body {size} is over the limit of {limit} bytes")
         response = JSONResponse(error_body(err), status_code=err.status_code)
         await response({"type": "http"}, _empty_receive, send)
 

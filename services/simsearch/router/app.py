@@ -197,7 +197,10 @@ def create_app(settings: RouterSettings) -> FastAPI:
     app.state.api_keys = settings.api_key_set()
     app.add_middleware(JsonFastPath, routes={("POST", "/search/vector"): _fast_vector_route(app)})
     app.add_middleware(
-        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_body_bytes()
+        RequestContextMiddleware,
+        metrics=http_metrics,
+        max_body_bytes=settings.max_body_bytes(),
+        route_limits={"/search/vector": settings.max_vector_body_bytes},
     )
     install_error_handlers(app)
 
