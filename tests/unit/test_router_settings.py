@@ -14,6 +14,7 @@ from simsearch.common.settings import load_settings
 from simsearch.common.wire import ShardInfo, ShardVersionInfo
 from simsearch.router import status
 from simsearch.router.discovery import DnsSource, FileSource, ShardState, make_source
+from simsearch.router.embedder_watch import EmbedderState
 from simsearch.router.settings import RouterSettings
 
 VERSION = "v20250101T000000Z-aaaaaa"
@@ -85,19 +86,33 @@ def state(url: str, ready: list[int] | None, p: int = 4) -> ShardState:
 
 
 def test_health_states() -> None:
+    none, up = EmbedderState(configured=False), EmbedderState(configured=True, up=True)
     full = [state("a", [0, 1]), state("b", [2, 3])]
-    assert status.health(full, 1, False).status == "healthy"
+    assert status.health(full, 1, none).status == "healthy"
+    assert status.health(full, 1, up).status == "healthy" and status.health(full, 1, up).embedder
     assert status.readiness(full, 1)[0]
     replicated = [state("a", [0, 1, 2, 3]), state("b", None)]
-    body = status.health(replicated, 1, False)
+    body = status.health(replicated, 1, none)
     assert body.status == "degraded" and body.coverage == 1.0 and body.shards.down == 1
     half = [state("a", [0, 1]), state("b", None)]
-    body = status.health(half, 1, True)
+    body = status.health(half, 1, up)
     assert body.status == "degraded" and body.coverage == 0.5 and body.embedder
-    assert not status.readiness(half, 1)[0]
-    assert status.readiness(half, 1, min_coverage=0.5)[0]  # serve flagged partial answers
-    assert status.health([state("b", None)], 1, False).status == "unhealthy"
-    assert status.health(full, 0, False).status == "unhealthy"  # not polled yet
+    # a router that can answer (flagged partial answers) is ready: the default
+    assert status.readiness(half, 1)[0]
+    assert not status.readiness(half, 1, min_coverage=1.0)[0]  # the strict opt-in
+    assert status.health([state("b", None)], 1, none).status == "unhealthy"
+    assert not status.readiness([state("b", None)], 1)[0]  # nothing served: not ready
+    assert status.health(full, 0, none).status == "unhealthy"  # not polled yet
+
+
+def test_a_dead_embedder_degrades_health_but_not_readiness() -> None:
+    full = [state("a", [0, 1]), state("b", [2, 3])]
+    dead = EmbedderState(configured=True, up=False, error="unreachable (refused)")
+    body = status.health(full, 1, dead)
+    assert body.status == "degraded" and not body.embedder and body.embedder_configured
+    assert "embedder is down" in body.detail and "refused" in body.detail
+    assert body.embedder_error == "unreachable (refused)"
+    assert status.readiness(full, 1)[0]
 
 
 def test_stats_lists_each_shard_and_the_totals() -> None:

@@ -179,6 +179,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
             service = _build_service(settings, session, router_metrics)
             app.state.service = service
             await service.registry.start()
+            service.embedder_watch.start()
             log.info(
                 "router ready",
                 extra={"shards": len(service.registry.states), "port": settings.port},
@@ -186,6 +187,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
             try:
                 yield
             finally:
+                await service.embedder_watch.stop()
                 await service.registry.stop()
                 if service.upstream.pool is not None:
                     service.upstream.pool.close()
@@ -361,7 +363,7 @@ def _add_status_routes(app: FastAPI) -> None:
         down; unhealthy (503): no shard serves anything."""
         registry = service.registry
         body = status.health(
-            list(registry.states.values()), registry.polls, bool(service.settings.embedder_url)
+            list(registry.states.values()), registry.polls, service.embedder_watch.state
         )
         code = 503 if body.status == "unhealthy" else 200
         return JSONResponse(body.model_dump(), status_code=code)

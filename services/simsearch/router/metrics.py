@@ -65,6 +65,11 @@ class RouterMetrics:
         self.shards_down = Gauge(
             "simsearch_router_shards_down", "Listed shards that do not answer.", registry=registry
         )
+        self.embedder_up = Gauge(
+            "simsearch_router_embedder_up",
+            "1 when the embedder's last readiness poll or image search succeeded.",
+            registry=registry,
+        )
         self.coverage = Gauge(
             "simsearch_router_coverage",
             "Covered partitions / P of the version queries run on.",

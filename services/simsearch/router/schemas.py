@@ -174,7 +174,9 @@ class HealthResponse(BaseModel):
     partitions: int | None
     total_vectors: int
     shards: ShardCounts
-    embedder: bool = Field(description="Whether /search/image is configured.")
+    embedder: bool = Field(description="Whether the embedder answered its last check.")
+    embedder_configured: bool = Field(False, description="Whether /search/image is configured.")
+    embedder_error: str | None = Field(None, description="Why the embedder is not up.")
 
 
 class ShardStatus(BaseModel):

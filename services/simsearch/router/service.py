@@ -39,6 +39,7 @@ from simsearch.common.wire import (
 )
 from simsearch.router.coalesce import Coalescer
 from simsearch.router.discovery import ShardRegistry
+from simsearch.router.embedder_watch import EmbedderWatch
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.images import ImageLocator, ImageReply
 from simsearch.router.metrics import RouterMetrics
@@ -108,6 +109,13 @@ class RouterService:
         self.coalescer = Coalescer(fanout, settings.coalesce_queries)
         self.images = images
         self.metrics = metrics
+        self.embedder_watch = EmbedderWatch(
+            settings.embedder_url,
+            upstream,
+            settings.poll_s,
+            settings.info_timeout_s,
+            metrics.embedder_up,
+        )
 
     def choice(self) -> VersionChoice:
         """The version queries run on now, or 503 saying why there is none."""
@@ -223,7 +231,9 @@ class RouterService:
                 f"{url}/embed", "file", blob, self.settings.embed_timeout_s, {"encoding": "base64"}
             )
         except UpstreamFailure as exc:
+            self.embedder_watch.observe(False, exc.reason)
             raise Unavailable(f"the embedder at {url} did not answer: {exc.reason}") from exc
+        self.embedder_watch.observe(reply.status < 500, f"HTTP {reply.status}")
         if 400 <= reply.status < 500:
             raise EmbedderRejected(reply.status, reply.error_code(), reply.detail())
         if not reply.ok:

@@ -144,11 +144,12 @@ class RouterSettings(ServiceSettings):
         "drops an idle connection before the shard does (no reuse of a closed connection).",
     )
     ready_min_coverage: float = Field(
-        1.0,
-        gt=0,
+        0.0,
+        ge=0,
         le=1,
-        description="Coverage needed for /health/ready; 1.0 = some version "
-        "complete. Lower it to keep serving flagged partial answers while a shard restarts.",
+        description="Coverage needed for /health/ready; 0 (default) = ready while any "
+        "partition is served (answers are flagged partial); 1.0 = only when some version is "
+        "complete (a shard restart then takes every router out of the Service).",
     )
 
     api_keys: SecretStr | None = Field(

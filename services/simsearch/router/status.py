@@ -7,8 +7,12 @@ Pure functions of what discovery last saw (plus a clock), so the rules are unit-
               down, or no version is complete and the best one is served partially);
 * unhealthy — no shard serves anything: every query would fail.
 
-Ready (for the load balancer) means a complete answer is possible: some version is fully
-covered. A router that can only give partial answers is alive but not ready.
+Ready (for the load balancer) means the router can answer: some version has at least one
+partition served. Partial coverage shows in every answer (`partial`, `coverage`), in
+`/health` (degraded), in `simsearch_router_coverage` and in the chart's alert, not in
+readiness: behind a Service, taking every router out because one shard restarts would
+turn flagged partial answers into no answers at all. `SIMSEARCH_READY_MIN_COVERAGE`
+raises the bar for deployments that prefer no answer to a partial one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal
 
 from simsearch.common.wire import ShardVersionInfo
 from simsearch.router.discovery import ShardState, views
+from simsearch.router.embedder_watch import EmbedderState
 from simsearch.router.planner import VersionChoice, choose_version, versions
 from simsearch.router.schemas import (
     HealthResponse,
@@ -31,14 +36,9 @@ __all__ = ["health", "readiness", "stats"]
 
 
 def readiness(
-    states: Iterable[ShardState], polls: int, min_coverage: float = 1.0
+    states: Iterable[ShardState], polls: int, min_coverage: float = 0.0
 ) -> tuple[bool, str]:
-    """Ready when some index version is fully covered by shards that are up.
-
-    `min_coverage` < 1 makes a router that can only give (flagged) partial answers ready
-    too: with R=1, a restarting shard would otherwise take every router out of the load
-    balancer and turn partial answers into no answers at all.
-    """
+    """Ready when some index version is served (covered at least `min_coverage`)."""
     if polls == 0:
         return False, "shards not polled yet"
     choice = choose_version(views(states))
@@ -50,8 +50,12 @@ def readiness(
     return True, f"{served} served"
 
 
-def health(states: list[ShardState], polls: int, embedder: bool) -> HealthResponse:
-    """The cluster's health as the old `/health` shape plus shard counts and coverage."""
+def health(states: list[ShardState], polls: int, embedder: EmbedderState) -> HealthResponse:
+    """The cluster's health as the old `/health` shape plus shard counts and coverage.
+
+    A configured embedder that does not answer makes a complete cluster degraded (image
+    search fails; vector search works), never unhealthy.
+    """
     up = sum(1 for s in states if s.up)
     counts = ShardCounts(total=len(states), up=up, down=len(states) - up)
     choice = choose_version(views(states))
@@ -62,6 +66,8 @@ def health(states: list[ShardState], polls: int, embedder: bool) -> HealthRespon
         status, detail = "degraded", f"only {len(choice.covered)}/{choice.partitions} partitions"
     elif counts.down:
         status, detail = "degraded", f"{counts.down} of {counts.total} shards down"
+    elif embedder.configured and not embedder.up:
+        status, detail = "degraded", f"the embedder is down ({embedder.error}): no image search"
     else:
         status, detail = "healthy", "every partition served, every shard up"
     return HealthResponse(
@@ -72,7 +78,9 @@ def health(states: list[ShardState], polls: int, embedder: bool) -> HealthRespon
         partitions=choice.partitions if choice else None,
         total_vectors=choice.vectors if choice else 0,
         shards=counts,
-        embedder=embedder,
+        embedder=embedder.up,
+        embedder_configured=embedder.configured,
+        embedder_error=embedder.error,
     )
 
 
