@@ -15,7 +15,7 @@ from typing import Protocol
 import httpx
 import numpy as np
 
-from simsearch.common.errors import ConfigError, SimsearchError, StorageError
+from simsearch.common.errors import ConfigError, Forbidden, SimsearchError, StorageError
 from simsearch.common.imaging import DecodeLimits, decode_image
 from simsearch.common.layout import ModelInfo
 from simsearch.common.storage import ObjectStore
@@ -123,6 +123,12 @@ class RemoteBackend:
             self._call("POST", "/embed/keys", {"keys": uris, "encoding": "base64"})
         )
         vectors = decode_vectors(reply.vectors_b64 or "", reply.dim)
+        refused = next((e for e in reply.errors if e.error == Forbidden.code), None)
+        if refused is not None:  # a deployment mistake: recording it would skip every image
+            raise ConfigError(
+                f"the embedder at {self.url} may not read {refused.key}: {refused.detail}; "
+                f"add the images root ({self.store.uri}) to its SIMSEARCH_ALLOWED_ROOTS"
+            )
         failed = {keys[e.index]: f"{e.error}: {e.detail}" for e in reply.errors}
         ok = [i for i, key in enumerate(keys) if key not in failed]
         return [keys[i] for i in ok], vectors[ok], failed
