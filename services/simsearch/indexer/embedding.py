@@ -123,11 +123,15 @@ class RemoteBackend:
             self._call("POST", "/embed/keys", {"keys": uris, "encoding": "base64"})
         )
         vectors = decode_vectors(reply.vectors_b64 or "", reply.dim)
-        refused = next((e for e in reply.errors if e.error == Forbidden.code), None)
-        if refused is not None:  # a deployment mistake: recording it would skip every image
+        refused = [e for e in reply.errors if e.error == Forbidden.code]
+        if keys and len(refused) == len(keys):
+            # Not one image may be read: the embedder is not allowed the images root, a
+            # deployment mistake. Recording it would mark every image failed; stop instead.
+            # (A few refusals, e.g. a symlink out of the root, are per-image failures.)
             raise ConfigError(
-                f"the embedder at {self.url} may not read {refused.key}: {refused.detail}; "
-                f"add the images root ({self.store.uri}) to its SIMSEARCH_ALLOWED_ROOTS"
+                f"the embedder at {self.url} may not read {refused[0].key}: "
+                f"{refused[0].detail}; add the images root ({self.store.uri}) to its "
+                "SIMSEARCH_ALLOWED_ROOTS"
             )
         failed = {keys[e.index]: f"{e.error}: {e.detail}" for e in reply.errors}
         ok = [i for i, key in enumerate(keys) if key not in failed]
