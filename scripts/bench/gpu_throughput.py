@@ -118,6 +118,7 @@ def http_run(model: str, weights: str, batch: int, workers: int, seconds: float)
         "SIMSEARCH_LOG_LEVEL": "warning",
         "SIMSEARCH_MAX_FILES": "1024",
         "SIMSEARCH_QUEUE_LIMIT": "8192",
+        "SIMSEARCH_ALLOWED_ROOTS": SAMPLES.resolve().as_uri(),  # /embed/keys reads only here
     }
     proc = subprocess.Popen([sys.executable, "-m", "simsearch.cli", "serve", "embedder"], env=env)
     try:

@@ -58,7 +58,12 @@ def cluster(
     s3_settings: dict[str, str], photos: list[Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     work = tmp_path_factory.mktemp("cluster")
-    with start_service("embedder", {**s3_settings, "SIMSEARCH_TORCH_THREADS": "2"}) as embedder:
+    embedder_env = {
+        **s3_settings,
+        "SIMSEARCH_TORCH_THREADS": "2",
+        "SIMSEARCH_ALLOWED_ROOTS": f"s3://{BUCKET}/photos",  # what the build sends it
+    }
+    with start_service("embedder", embedder_env) as embedder:
         build = subprocess.run(
             [
                 sys.executable,

@@ -6,8 +6,10 @@ end, it must still be alive and serving.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,6 +29,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 MAX_IMAGE = 4 * 1024 * 1024
 MAX_BODY = 8 * 1024 * 1024
 BUCKET = "photos"
+OTHER_BUCKET = "elsewhere"  # on the same moto server, readable with the same credentials
 
 
 def sample(n: int) -> Path:
@@ -47,11 +50,28 @@ def bucket(s3_endpoint: str) -> str:
     for n in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"lib/img{n}.jpg", Body=sample(n * 100).read_bytes())
     s3.put_object(Bucket=BUCKET, Key="lib/broken.jpg", Body=bad_images.truncated_jpeg())
+    s3.put_object(Bucket=BUCKET, Key="library/img0.jpg", Body=sample(0).read_bytes())
+    s3.create_bucket(Bucket=OTHER_BUCKET)
+    s3.put_object(Bucket=OTHER_BUCKET, Key="lib/img0.jpg", Body=sample(0).read_bytes())
     return BUCKET
 
 
 @pytest.fixture(scope="module")
-def embedder(s3_endpoint: str, bucket: str) -> Iterator[Service]:
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """allowed/ (a photo, a symlink out, a FIFO) next to outside/ (a photo, never readable)."""
+    base = tmp_path_factory.mktemp("confinement")
+    allowed, outside = base / "allowed", base / "outside"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "photo.jpg").write_bytes(sample(3).read_bytes())
+    (outside / "secret.jpg").write_bytes(sample(4).read_bytes())
+    (allowed / "link.jpg").symlink_to(outside / "secret.jpg")
+    os.mkfifo(allowed / "pipe.jpg")
+    return base
+
+
+@pytest.fixture(scope="module")
+def embedder(s3_endpoint: str, bucket: str, files: Path) -> Iterator[Service]:
     env = {
         "SIMSEARCH_TORCH_THREADS": "2",
         "SIMSEARCH_MAX_BATCH": "8",
@@ -59,6 +79,7 @@ def embedder(s3_endpoint: str, bucket: str) -> Iterator[Service]:
         "SIMSEARCH_MAX_IMAGE_BYTES": str(MAX_IMAGE),
         "SIMSEARCH_MAX_REQUEST_BYTES": str(MAX_BODY),
         "SIMSEARCH_STORE": f"s3://{bucket}/lib",
+        "SIMSEARCH_ALLOWED_ROOTS": f"s3://{bucket}/lib,{(files / 'allowed').as_uri()}",
         "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -191,10 +212,88 @@ def test_embed_keys_fetches_from_s3_and_reports_bad_keys(embedder: Service, buck
     assert errors == {
         "broken.jpg": (400, "corrupt_image"),
         "missing.jpg": (404, "object_not_found"),
-        "../escape.jpg": (400, "invalid_parameter"),
+        "../escape.jpg": (403, "forbidden"),
     }
     direct = vectors_of(embed(embedder.url, *(sample(n * 100).read_bytes() for n in range(3))))
     assert np.abs(vectors[[0, 1, 4]] - direct).max() < 1e-5
+
+
+def embed_keys(url: str, keys: list[str]) -> dict[str, tuple[int, str, str]]:
+    """key -> (status, error, detail) of every key; 200 keys as (200, "", "")."""
+    response = httpx.post(f"{url}/embed/keys", json={"keys": keys}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    answers = {key: (200, "", "") for key in keys}
+    for e in body["errors"]:
+        answers[e["key"]] = (e["status"], e["error"], e["detail"])
+    for key, row in zip(keys, body["vectors"], strict=True):
+        assert (row is not None) == (answers[key][0] == 200)
+    return answers
+
+
+def test_embed_keys_reads_only_under_the_allowed_roots(
+    embedder: Service, bucket: str, files: Path
+) -> None:
+    allowed = (files / "allowed").as_uri()
+    expected = {
+        f"{allowed}/photo.jpg": 200,
+        f"s3://{bucket}/lib/img0.jpg": 200,
+        "file:///etc/passwd": 403,
+        f"{allowed}/../outside/secret.jpg": 403,  # traversal out of a file root
+        f"{allowed}/%2e%2e/outside/secret.jpg": 403,  # the same, percent-encoded
+        f"{allowed}/%2E%2E%2Foutside/secret.jpg": 403,
+        f"{allowed}/link.jpg": 403,  # a symlink inside pointing outside
+        (files / "outside" / "secret.jpg").as_uri(): 403,  # a readable image, outside
+        f"s3://{OTHER_BUCKET}/lib/img0.jpg": 403,  # another bucket the credentials reach
+        f"s3://{bucket}/library/img0.jpg": 403,  # "lib" is a prefix only on a "/" boundary
+        f"s3://{bucket}/lib/%2e%2e/library/img0.jpg": 403,
+        "file:///dev/zero": 403,
+    }
+    started = time.monotonic()
+    answers = embed_keys(embedder.url, list(expected))
+    assert time.monotonic() - started < 20
+    assert {k: a[0] for k, a in answers.items()} == expected
+    assert all(a[1] == "forbidden" and a[2] for a in answers.values() if a[0] == 403)
+    metrics = httpx.get(f"{embedder.url}/metrics").text
+    assert 'simsearch_embedder_rejected_images_total{error="forbidden"}' in metrics
+
+
+def test_a_fifo_inside_a_root_is_refused_at_once(embedder: Service, files: Path) -> None:
+    started = time.monotonic()
+    pipe = (files / "allowed" / "pipe.jpg").as_uri()
+    answers = embed_keys(embedder.url, [pipe, (files / "allowed").as_uri() + "/"])
+    assert time.monotonic() - started < 10  # no fetch thread waits for a writer
+    assert answers[pipe][:2] == (404, "object_not_found")
+    assert "not a regular file" in answers[pipe][2]
+    assert all(400 <= a[0] < 500 for a in answers.values())
+
+
+def test_outside_the_roots_a_missing_file_answers_like_an_existing_one(
+    embedder: Service, files: Path
+) -> None:
+    pairs = [
+        ((files / "outside" / "secret.jpg").as_uri(), (files / "outside" / "nope.jpg").as_uri()),
+        ("file:///etc/passwd", "file:///etc/no-such-file"),
+        (f"s3://{OTHER_BUCKET}/lib/img0.jpg", f"s3://{OTHER_BUCKET}/lib/nope.jpg"),
+    ]
+    answers = embed_keys(embedder.url, [ref for pair in pairs for ref in pair])
+    for existing, missing in pairs:
+        status, error, detail = answers[existing]
+        assert (status, error) == (403, "forbidden")
+        assert answers[missing] == (status, error, detail.replace(existing, missing))
+
+
+def test_an_index_build_the_embedder_may_not_read_stops_at_once(
+    embedder: Service, files: Path, tmp_path: Path
+) -> None:
+    build = run_cli(
+        "index", "build", "--images", (files / "outside").as_uri(),
+        "--store", str(tmp_path / "store"), "--embedder", embedder.url,
+        "--workdir", str(tmp_path / "work"), "--no-progress",
+        env=dict(os.environ),
+    )  # fmt: skip
+    assert build.returncode == 2, build.stderr
+    assert "SIMSEARCH_ALLOWED_ROOTS" in build.stderr
 
 
 def test_embed_keys_validates_its_body(embedder: Service) -> None:
@@ -230,3 +329,6 @@ def test_start_up_fails_fast_and_clearly_on_bad_settings(
     bad = run_cli("serve", "embedder", env={**env, "SIMSEARCH_MAX_BATCH": "0"})
     assert bad.returncode == 2
     assert "SIMSEARCH_MAX_BATCH" in bad.stderr
+    roots = run_cli("serve", "embedder", env={**env, "SIMSEARCH_ALLOWED_ROOTS": "ftp://x/y"})
+    assert roots.returncode == 2
+    assert "SIMSEARCH_ALLOWED_ROOTS" in roots.stderr and "ftp://x/y" in roots.stderr

@@ -44,7 +44,7 @@ def local_env(role: str) -> dict[str, str]:
         return shard_env("s3://b/index", "default", 0, FOLDER)
     if role == "router":
         return router_env("s3://b/index", "s3://b/images", "default", "http://e:8001", FOLDER)
-    return embedder_env()
+    return embedder_env("s3://b/images")
 
 
 def container_of(role: str, objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -116,6 +116,8 @@ def test_shared_values_are_equal_where_they_mean_the_same() -> None:
     assert shard["SIMSEARCH_INDEX"] == router["SIMSEARCH_INDEX"] == "default"
     assert shard["SIMSEARCH_STORE"] == router["SIMSEARCH_STORE"] == "s3://photos"
     assert router["SIMSEARCH_IMAGES_ROOT"] == "s3://photos/images"
+    embedder = {e["name"]: e.get("value") for e in container_of("embedder", objects)["env"]}
+    assert embedder["SIMSEARCH_ALLOWED_ROOTS"] == router["SIMSEARCH_IMAGES_ROOT"]  # what it indexes
     assert router["SIMSEARCH_EMBEDDER_URL"].endswith("-embedder:8001")
 
 

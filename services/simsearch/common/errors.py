@@ -11,6 +11,7 @@
     │   └── UnsupportedMediaType       415  not an image format we decode
     ├── NotFound                       404  unknown id or object key
     ├── Unauthorized                   401  an API key is required and missing or wrong
+    ├── Forbidden                      403  outside what the service may read (allowed roots)
     ├── NotServed                      409  this shard does not serve it now; another may
     │   ├── VersionNotLoaded           409  the index version is not held here
     │   └── PartitionsNotReady         409  partitions not owned / loading / failed here
@@ -148,6 +149,19 @@ class Overloaded(SimsearchError):
 
     status_code = 503
     code = "overloaded"
+
+
+class Forbidden(SimsearchError):
+    """The caller named something this service will not touch, e.g. a URI outside the
+    embedder's allowed roots.
+
+    Not a `BadInput`: the request is well formed, it asks for what the service is not
+    allowed to do on the caller's behalf (a confused deputy). The reason never says
+    whether the thing exists, so a 403 is no existence oracle.
+    """
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotServed(SimsearchError):

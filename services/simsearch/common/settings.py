@@ -85,7 +85,9 @@ def describe_validation_error(err: ValidationError) -> str:
         field = ".".join(str(part) for part in item["loc"]) or "?"
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{env_name(field)}: {item['msg']}{shown}")
+        # A check across settings (a model validator) has no field: its message names them.
+        where = f"{env_name(field)}: " if item["loc"] else ""
+        lines.append(f"{where}{item['msg']}{shown}")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 

@@ -8,6 +8,8 @@ object by a *key* relative to that root, always with "/" separators.
 Failures surface as the domain's exceptions, never as botocore or OS errors:
 
 * a key that does not exist            -> `ObjectNotFound` (404)
+* a key naming a FIFO, device, socket  -> `ObjectNotFound` too: only regular files are
+  or directory (file store)               objects, and reading one never blocks
 * a bucket that does not exist         -> `StorageError` (a deployment mistake, not a 404)
 * unreachable endpoint, timeouts, etc. -> `StorageError` naming the endpoint and the object
 * a key escaping the root ("..")       -> `InvalidParameter`
@@ -276,12 +278,18 @@ class FileStore(ObjectStore):
     a concurrent reader never sees a half-written file.
     """
 
-    def __init__(self, root: Path | str) -> None:
-        """Bind to the absolute directory `root`; it is created on the first write."""
+    def __init__(self, root: Path | str, *, follow_symlinks: bool = True) -> None:
+        """Bind to the absolute directory `root`; it is created on the first write.
+
+        `follow_symlinks=False` makes reads refuse a key whose last component is a symlink
+        (`O_NOFOLLOW`): the embedder resolves references itself before reading, and must
+        not follow a link swapped in after its check.
+        """
         path = Path(root)
         if not path.is_absolute():
             raise ConfigError(f"file store root {str(root)!r} must be an absolute path")
         self._root = Path(os.path.normpath(path))
+        self._follow_symlinks = follow_symlinks
         self.uri = self._root.as_uri()
 
     def ensure_root(self) -> bool:
@@ -306,13 +314,49 @@ class FileStore(ObjectStore):
     def _failed(self, action: str, key: str, exc: OSError) -> StorageError:
         return StorageError(f"cannot {action} {self.url_for(key)}: {exc.strerror or exc}")
 
-    def get(self, key: str) -> bytes:
-        """Read the file whole."""
+    def _open_regular(self, key: str) -> tuple[int, int]:
+        """Open the file behind `key` for reading; (descriptor, size) of a regular file.
+
+        Opened with O_NONBLOCK so that a FIFO without a writer cannot park the calling
+        thread forever, then checked with fstat on the descriptor itself (no race with a
+        rename): FIFOs, devices, sockets and directories are not objects. Only a regular
+        file's descriptor is returned; the caller closes it.
+        """
         path = self._path(key)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+        if not self._follow_symlinks:
+            flags |= getattr(os, "O_NOFOLLOW", 0)
         try:
-            return path.read_bytes()
+            fd = os.open(path, flags)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise self._missing(key) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP and not self._follow_symlinks:
+                raise ObjectNotFound(
+                    f"object {self.url_for(key)} is a symbolic link, which is not followed"
+                ) from None
+            if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
+                raise self._not_regular(key) from None
+            raise self._failed("read", key, exc) from exc
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise self._failed("stat", key, exc) from exc
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise self._not_regular(key)
+        return fd, st.st_size
+
+    def _not_regular(self, key: str) -> ObjectNotFound:
+        return ObjectNotFound(f"object {self.url_for(key)} is not a regular file")
+
+    def get(self, key: str) -> bytes:
+        """Read the file whole (regular files only)."""
+        fd, _ = self._open_regular(key)
+        try:
+            with os.fdopen(fd, "rb") as f:
+                return f.read()
         except OSError as exc:
             raise self._failed("read", key, exc) from exc
 
@@ -320,18 +364,15 @@ class FileStore(ObjectStore):
         """Check the size via fstat, then read at most `max_bytes + 1` bytes (files grow)."""
         if max_bytes < 0:
             raise InvalidParameter(f"max_bytes must be >= 0, got {max_bytes}")
-        path = self._path(key)
+        fd, size = self._open_regular(key)
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
+            with os.fdopen(fd, "rb") as f:
                 if size > max_bytes:
                     raise PayloadTooLarge(
                         f"object {self.url_for(key)} has {size} bytes, over the limit of "
                         f"{max_bytes}"
                     )
                 data = f.read(max_bytes + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise self._missing(key) from None
         except OSError as exc:
             raise self._failed("read", key, exc) from exc
         if len(data) > max_bytes:

@@ -3,6 +3,10 @@
 Decoding and preprocessing run in a thread pool (Pillow releases the GIL), in parallel
 with the model, which runs batches in its own thread via the micro-batcher. Object-store
 fetches for `/embed/keys` run in a third pool, since they wait on the network.
+
+`/embed/keys` reads what callers name, so every reference first passes the allowed-roots
+fence (`simsearch.common.confinement`, `SIMSEARCH_ALLOWED_ROOTS`): nothing outside the roots
+is opened, and inside them only regular files are read.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from simsearch.common.errors import InvalidParameter, SimsearchError
+from simsearch.common.confinement import Target
+from simsearch.common.errors import Forbidden, InvalidParameter, SimsearchError
 from simsearch.common.imaging import DecodeLimits, decode_image
-from simsearch.common.storage import ObjectStore, is_uri, open_store, split_object_uri
+from simsearch.common.storage import FileStore, ObjectStore, is_uri, open_store
 from simsearch.common.telemetry import run_in_context
 from simsearch.common.wire import ItemError
 from simsearch.embedder.batcher import MicroBatcher
@@ -99,6 +104,8 @@ class EmbedderService:
         self._decode_pool = ThreadPoolExecutor(settings.decode_workers, "decode")
         self._fetch_pool = ThreadPoolExecutor(settings.fetch_workers, "fetch")
         self._stores: dict[str, ObjectStore] = {}
+        self.fence = settings.confinement()
+        self._store_root = settings.store_root()
         self.ready = False
 
     async def start(self) -> None:
@@ -156,22 +163,36 @@ class EmbedderService:
                 task.cancel()
         return np.stack([task.result() for task in tasks])
 
-    def _store_for(self, ref: str) -> tuple[ObjectStore, str]:
+    def _locate(self, ref: str) -> Target:
+        """Where `ref` is read, if it is under an allowed root; `Forbidden` otherwise."""
         if is_uri(ref):
-            root, key = split_object_uri(ref)
-        elif self.settings.store is not None:
-            root, key = self.settings.store, ref
-        else:
+            return self.fence.locate(ref)
+        if self._store_root is None:
             raise InvalidParameter(
                 f"{ref!r} is a bare key but the embedder has no SIMSEARCH_STORE; send a full URI"
             )
-        if root not in self._stores:
-            self._stores[root] = open_store(root, self.settings.s3_options())
-        return self._stores[root], key
+        return self.fence.locate_key(self._store_root, ref)
+
+    def _store_for(self, target: Target) -> ObjectStore:
+        """One store per root, shared by the fetch threads (clients pool connections)."""
+        store = self._stores.get(target.store_uri)
+        if store is None:
+            if target.local_root is not None:  # resolved by the fence: follow no more links
+                store = FileStore(target.local_root, follow_symlinks=False)
+            else:
+                store = open_store(target.store_uri, self.settings.s3_options())
+            store = self._stores.setdefault(target.store_uri, store)
+        return store
 
     def _fetch_and_prepare(self, ref: str) -> np.ndarray:
-        store, key = self._store_for(ref)
-        return self._prepare(store.get_limited(key, self.settings.max_image_bytes))
+        try:
+            target = self._locate(ref)
+        except Forbidden as err:
+            self.metrics.rejected.labels(err.code).inc()
+            log.warning("refused %.300s: %s", ref, err.reason, extra={"error": err.code})
+            raise
+        data = self._store_for(target).get_limited(target.key, self.settings.max_image_bytes)
+        return self._prepare(data)
 
     async def embed_keys(self, keys: Sequence[str]) -> KeyResult:
         """Fetch, decode and embed each key; a failing key is reported, not fatal."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from simsearch.common.confinement import AllowedRoots, Root, parse_root, parse_roots
+from simsearch.common.errors import ConfigError
 from simsearch.common.settings import ServiceSettings
+
+ALLOWED_ROOTS_VAR = "SIMSEARCH_ALLOWED_ROOTS"
 
 
 class EmbedderSettings(ServiceSettings):
@@ -37,6 +42,11 @@ class EmbedderSettings(ServiceSettings):
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Whole body limit.")
     max_files: int = Field(256, ge=1, le=10_000, description="Files or keys per request.")
     store: str | None = Field(None, description="Root URI that /embed/keys keys are under.")
+    allowed_roots: str | None = Field(
+        None,
+        description="Comma-separated root URIs /embed/keys may read under; "
+        "default: SIMSEARCH_STORE (none without it).",
+    )
     warmup: bool = True
 
     @field_validator("device")
@@ -55,6 +65,40 @@ class EmbedderSettings(ServiceSettings):
         if value not in REGISTRY:
             raise ValueError(f"unknown model; choose one of {', '.join(sorted(REGISTRY))}")
         return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_is_a_root(cls, value: str | None) -> str | None:
+        if value is not None:
+            _as_value_error(lambda: parse_root(value, relative_ok=True))
+        return value
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _roots_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            _as_value_error(lambda: parse_roots(value))
+        return value
+
+    def roots(self) -> tuple[Root, ...]:
+        """What `/embed/keys` may read: `SIMSEARCH_ALLOWED_ROOTS`, else the store root.
+
+        An explicit list replaces the default rather than adding to it, so the variable
+        alone says everything the embedder can read; the start-up check below makes sure
+        the store (where bare keys go) is in it.
+        """
+        if self.allowed_roots and self.allowed_roots.strip():
+            return parse_roots(self.allowed_roots)
+        store = self.store_root()
+        return (store,) if store is not None else ()
+
+    def store_root(self) -> Root | None:
+        """The root bare keys are relative to, or None without `SIMSEARCH_STORE`."""
+        return parse_root(self.store, relative_ok=True) if self.store is not None else None
+
+    def confinement(self) -> AllowedRoots:
+        """The fence `/embed/keys` references must pass (see `simsearch.common.confinement`)."""
+        return AllowedRoots(self.roots(), ALLOWED_ROOTS_VAR)
 
     def batch_for(self, device_type: str) -> int:
         """`max_batch`, or the measured sweet spot for the device when unset.
@@ -75,3 +119,21 @@ class EmbedderSettings(ServiceSettings):
                 f"({self.max_request_bytes} < {self.max_image_bytes})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _store_inside_the_roots(self) -> EmbedderSettings:
+        store = self.store_root()
+        if store is not None and not any(root.contains(store) for root in self.roots()):
+            raise ValueError(
+                f"SIMSEARCH_STORE ({self.store}) must lie under one of {ALLOWED_ROOTS_VAR} "
+                f"({self.allowed_roots}): bare keys are read from it"
+            )
+        return self
+
+
+def _as_value_error(check: Callable[[], object]) -> None:
+    """Run a parser; its `ConfigError` becomes the ValueError pydantic reports per field."""
+    try:
+        check()
+    except ConfigError as err:
+        raise ValueError(err.reason) from None

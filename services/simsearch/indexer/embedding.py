@@ -15,7 +15,7 @@ from typing import Protocol
 import httpx
 import numpy as np
 
-from simsearch.common.errors import ConfigError, SimsearchError, StorageError
+from simsearch.common.errors import ConfigError, Forbidden, SimsearchError, StorageError
 from simsearch.common.imaging import DecodeLimits, decode_image
 from simsearch.common.layout import ModelInfo
 from simsearch.common.storage import ObjectStore
@@ -123,6 +123,16 @@ class RemoteBackend:
             self._call("POST", "/embed/keys", {"keys": uris, "encoding": "base64"})
         )
         vectors = decode_vectors(reply.vectors_b64 or "", reply.dim)
+        refused = [e for e in reply.errors if e.error == Forbidden.code]
+        if keys and len(refused) == len(keys):
+            # Not one image may be read: the embedder is not allowed the images root, a
+            # deployment mistake. Recording it would mark every image failed; stop instead.
+            # (A few refusals, e.g. a symlink out of the root, are per-image failures.)
+            raise ConfigError(
+                f"the embedder at {self.url} may not read {refused[0].key}: "
+                f"{refused[0].detail}; add the images root ({self.store.uri}) to its "
+                "SIMSEARCH_ALLOWED_ROOTS"
+            )
         failed = {keys[e.index]: f"{e.error}: {e.detail}" for e in reply.errors}
         ok = [i for i, key in enumerate(keys) if key not in failed]
         return [keys[i] for i in ok], vectors[ok], failed

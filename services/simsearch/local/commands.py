@@ -139,7 +139,8 @@ def _publish_index(state: ClusterState, args: argparse.Namespace, folder: Path) 
         ]  # fmt: skip
         subprocess.run([sys.executable, "-m", "simsearch.cli", *imported], check=True)
         return ""
-    embedder = spawn("embedder", "embedder", args.port + 1, embedder_env(), folder / "logs")
+    env = embedder_env(state.images)
+    embedder = spawn("embedder", "embedder", args.port + 1, env, folder / "logs")
     state.processes.append(embedder)
     state.save()
     print(f"starting the embedder ({embedder.log}) …", flush=True)

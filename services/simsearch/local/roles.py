@@ -75,9 +75,14 @@ def router_env(
     return {name: value for name, value in env.items() if value}
 
 
-def embedder_env() -> dict[str, str]:
-    """The embedder needs nothing beyond host and port locally (model: the default)."""
-    return {}
+def embedder_env(images: str) -> dict[str, str]:
+    """A local embedder may read only the images being indexed (model: the default).
+
+    `/embed/keys` fetches what callers name, so it is fenced to `SIMSEARCH_ALLOWED_ROOTS`;
+    the indexer sends it URIs under `images`. An empty `images` (an imported features.h5)
+    leaves it with no roots: it embeds uploads only.
+    """
+    return {"SIMSEARCH_ALLOWED_ROOTS": images} if images else {}
 
 
 def indexer_args(
