@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -54,6 +57,17 @@ def test_up_search_scale_down(tmp_path: Path) -> None:
             body = httpx.post(f"{url}/search/image", files={"file": handle}, timeout=60).json()
         assert body["results"][0]["path"] == f"{photo.parent.name}/{photo.name}"
         assert body["results"][0]["similarity_score"] >= 0.99
+
+        # the supervisor starts a crashed role again (Kubernetes' job in the chart)
+        state = json.loads((tmp_path / ".simsearch" / "state.json").read_text())
+        pids = {p["role"]: p["pid"] for p in state["processes"]}
+        for role in ("embedder", "shard-1"):
+            os.kill(pids[role], signal.SIGKILL)
+        wait_for(lambda: cli("status", cwd=tmp_path).stdout.count("restarts 1") == 2, 90)
+        wait_for(lambda: httpx.get(f"{url}/health").json()["status"] == "healthy", 90)
+        with photo.open("rb") as handle:
+            again = httpx.post(f"{url}/search/image", files={"file": handle}, timeout=60)
+        assert again.status_code == 200 and again.json()["coverage"] == 1.0
 
         assert cli("scale", "3", cwd=tmp_path).returncode == 0
         wait_for(lambda: httpx.get(f"{url}/health").json()["shards"]["total"] == 3)

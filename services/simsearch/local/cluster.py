@@ -35,6 +35,7 @@ class Process:
     pid: int
     port: int
     log: str
+    restarts: int = 0  # by the supervisor (`simsearch status` shows them)
 
     @property
     def url(self) -> str:
@@ -52,6 +53,7 @@ class ClusterState:
     port: int
     replication: int = 1
     processes: list[Process] = field(default_factory=list)
+    supervisor_pid: int | None = None  # `simsearch supervise` (local/supervisor.py)
 
     def save(self) -> None:
         path = Path(self.folder) / STATE_FILE

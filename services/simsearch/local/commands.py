@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from simsearch.common.settings import ServiceSettings, load_settings
 from simsearch.common.storage import open_store
 from simsearch.local.cluster import ClusterState, Process, alive, spawn, stop, wait_ready
 from simsearch.local.roles import embedder_env, indexer_args, router_env, shard_env
+from simsearch.local.supervisor import locked, supervise
 
 DEFAULT_FOLDER = Path(".simsearch")
 SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "flowers" / "images"
@@ -54,6 +56,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
         cmd.set_defaults(func=func)
+    supervise = sub.add_parser("supervise", help=argparse.SUPPRESS)  # started by `up`
+    supervise.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
+    supervise.set_defaults(func=run_supervise)
     search = sub.add_parser("search", help="search by an image file")
     search.add_argument("image", type=Path)
     search.add_argument("--url", default="http://127.0.0.1:8000")
@@ -96,6 +101,49 @@ def _start_shard(state: ClusterState, ordinal: int) -> Process:
     return process
 
 
+def respawn(state: ClusterState, dead: Process) -> Process:
+    """Start `dead`'s role again on its port with its environment (for the supervisor)."""
+    folder = Path(state.folder)
+    if dead.role.startswith("shard-"):
+        ordinal = int(dead.role.split("-")[1])
+        env = shard_env(state.store, state.index, ordinal, folder, state.replication)
+        service = "shard"
+    elif dead.role == "router":
+        embedder = next((p for p in state.processes if p.role == "embedder"), None)
+        embedder_url = embedder.url if embedder else ""
+        env = router_env(state.store, state.images, state.index, embedder_url, folder)
+        service = "router"
+    else:
+        env, service = embedder_env(state.images), "embedder"
+    again = spawn(dead.role, service, dead.port, env, folder / "logs")
+    again.restarts = dead.restarts + 1
+    state.processes[state.processes.index(dead)] = again
+    return again
+
+
+def _start_supervisor(state: ClusterState) -> None:
+    """`simsearch supervise` detached, its pid saved (under the lock it takes first)."""
+    folder = Path(state.folder)
+    with locked(folder):
+        logs = folder / "logs"
+        with (logs / "supervisor.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "simsearch.cli", "supervise", "--folder", str(folder)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        state.supervisor_pid = proc.pid
+        state.save()
+
+
+def run_supervise(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    supervise(args.folder.resolve(), respawn)
+    return 0
+
+
 def run_up(args: argparse.Namespace) -> int:
     """Embedder → index build (or features.h5 import) → shards → router; prints the URL."""
     folder = args.folder.resolve()
@@ -125,6 +173,7 @@ def run_up(args: argparse.Namespace) -> int:
     for shard in shards:
         wait_ready(shard, 300)
     wait_ready(router, 120)
+    _start_supervisor(state)
     print(f"simsearch is up: {router.url}  (logs in {folder / 'logs'}; stop with `simsearch down`)")
     return 0
 
@@ -164,6 +213,11 @@ def run_scale(args: argparse.Namespace) -> int:
     """
     if args.shards < 1:
         raise ConfigError("a cluster needs at least one shard")
+    with locked(args.folder.resolve()):  # the supervisor waits: no restart races with ours
+        return _scale(args)
+
+
+def _scale(args: argparse.Namespace) -> int:
     state = ClusterState.load(args.folder.resolve())
     shards = state.shards()
     for dead in [p for p in shards if not alive(p.pid)]:
@@ -255,16 +309,23 @@ def _uncovered(client: httpx.Client, shards: list[Process], version: str) -> set
 def run_status(args: argparse.Namespace) -> int:
     state = ClusterState.load(args.folder.resolve())
     for p in state.processes:
-        print(f"{p.role:10s} pid {p.pid:<8d} {p.url:28s} {'up' if alive(p.pid) else 'DOWN'}")
+        up = "up" if alive(p.pid) else "DOWN"
+        print(f"{p.role:10s} pid {p.pid:<8d} {p.url:28s} {up:5s} restarts {p.restarts}")
+    pid = state.supervisor_pid
+    watching = "up" if pid is not None and alive(pid) else "DOWN (crashed roles stay down)"
+    print(f"{'supervisor':10s} pid {pid or 0:<8d} {'':28s} {watching}")
     return 0
 
 
 def run_down(args: argparse.Namespace) -> int:
     folder = args.folder.resolve()
-    state = ClusterState.load(folder)
-    for process in reversed(state.processes):
-        stop(process)
-    (folder / "state.json").unlink()
+    with locked(folder):
+        state = ClusterState.load(folder)
+        if state.supervisor_pid is not None:
+            stop(Process("supervisor", state.supervisor_pid, 0, ""))  # first: no restarts
+        for process in reversed(state.processes):
+            stop(process)
+        (folder / "state.json").unlink()
     print("stopped")
     return 0
 
