@@ -11,6 +11,8 @@
     │   └── UnsupportedMediaType       415  not an image format we decode
     ├── NotFound                       404  unknown id or object key
     ├── Unauthorized                   401  an API key is required and missing or wrong
+    ├── Forbidden                      403  the key is valid but its scope does not allow this
+    ├── RateLimited                    429  over a rate limit; `Retry-After` says when to retry
     ├── NotServed                      409  this shard does not serve it now; another may
     │   ├── VersionNotLoaded           409  the index version is not held here
     │   └── PartitionsNotReady         409  partitions not owned / loading / failed here
@@ -27,7 +29,8 @@
     └── Overloaded                     503  a queue is full; retry later (backpressure)
 
 Services raise these; the FastAPI layer turns `status_code` + `reason` into a JSON body
-`{"status": "error", "error": <code>, "detail": <reason>}`. Anything that is not a
+`{"status": "error", "error": <code>, "detail": <reason>}` (plus any `response_headers()`
+the error names, e.g. `Retry-After`). Anything that is not a
 `SimsearchError` is a bug and becomes a 500 with a request id to look up in the logs.
 """
 
@@ -43,6 +46,10 @@ class SimsearchError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+    def response_headers(self) -> dict[str, str]:
+        """Extra HTTP headers the answer must carry (none for most errors)."""
+        return {}
 
 
 class BadInput(SimsearchError):
@@ -115,6 +122,34 @@ class Unauthorized(SimsearchError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(SimsearchError):
+    """The API key is valid but its scope does not cover this route (a search key on admin).
+
+    A 403, not a 401: sending the same key again will never work, another key might.
+    """
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(SimsearchError):
+    """Over a rate limit: refused now, with the whole seconds until a request would pass.
+
+    `retry_after_s` is an integer >= 1 because `Retry-After` in seconds is an integer and a
+    0 would invite an immediate retry that is refused again.
+    """
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(reason)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class ConfigError(SimsearchError):
