@@ -54,6 +54,9 @@ _WHAT: dict[RouteClass, str] = {
     "images": "image downloads",
     "admin": "admin calls",
 }
+# Float slack (s): `tat` is a sum of many 1/rate steps and must not refuse a request that is
+# exactly on time because of rounding.
+_SLACK_S = 1e-6
 # Seconds between sweeps of buckets that are full again (they hold no information).
 SWEEP_EVERY_S = 10.0
 
@@ -114,7 +117,7 @@ class TokenBuckets:
         if tat < now:
             tat = now
         wait = tat - now - self.tolerance
-        if wait > 0:
+        if wait > _SLACK_S:
             return wait
         self._tat[identity] = tat + self.interval
         return 0.0
