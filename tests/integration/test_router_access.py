@@ -188,8 +188,9 @@ def test_forwarded_for_from_an_untrusted_peer_is_ignored(limited: Service) -> No
     transport = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=transport, timeout=10) as client:
         codes = [
-            post(limited, "/search/vector", "key-2", client, X_Forwarded_For=f"203.0.113.{i}")
-            .status_code
+            post(
+                limited, "/search/vector", "key-2", client, X_Forwarded_For=f"203.0.113.{i}"
+            ).status_code
             for i in range(4)
         ]
     assert codes == [ADMITTED] * 3 + [429]

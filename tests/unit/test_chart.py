@@ -325,7 +325,9 @@ def test_no_keys_by_default_and_rate_limits_on() -> None:
     router = env_of(objects, "Deployment", "-router")
     shard = env_of(objects, "StatefulSet", "-shard")
     for env in (router, shard):
-        assert not {"SIMSEARCH_API_KEYS", "SIMSEARCH_ADMIN_KEYS", "SIMSEARCH_API_KEYS_FILE"} & set(env)
+        assert not {"SIMSEARCH_API_KEYS", "SIMSEARCH_ADMIN_KEYS", "SIMSEARCH_API_KEYS_FILE"} & set(
+            env
+        )
     assert router["SIMSEARCH_RATE_LIMITS"] == "true"
     assert router["SIMSEARCH_RATE_VECTOR_SEARCH_PER_ADDRESS"] == "200/s:400"
     assert router["SIMSEARCH_RATE_IMAGE_SEARCH_PER_KEY"] == "20/s:40"

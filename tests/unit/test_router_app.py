@@ -199,7 +199,9 @@ def test_a_burst_over_the_limit_is_429_with_retry_after_and_counted() -> None:
         assert similar.status_code == 429  # the same route class, the same bucket
         assert (await client.get("/images/5")).status_code == 503  # another class
         metrics = (await client.get("/metrics")).text
-        line = 'simsearch_router_rate_limited_total{limited_by="address",route_class="vector_search"}'
+        line = (
+            'simsearch_router_rate_limited_total{limited_by="address",route_class="vector_search"}'
+        )
         assert f"{line} 2.0" in metrics
 
     run(scenario, rate_limits=True, rate_vector_search_per_address="1/m:3")
