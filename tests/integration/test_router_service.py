@@ -24,6 +24,7 @@ import boto3
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout, ModelInfo
@@ -221,6 +222,41 @@ def test_image_search_embeds_then_searches(cluster: Cluster) -> None:
     not_image = {"file": ("x.jpg", b"plain text, not an image", "image/jpeg")}
     refused = httpx.post(f"{cluster.router.url}/search/image", files=not_image, timeout=60)
     assert refused.status_code == 415, refused.text
+
+
+def embed_calls(c: Cluster) -> float:
+    """How many requests the embedder has served on /embed (its own HTTP metrics)."""
+    text = httpx.get(f"{c.embedder.url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "simsearch_http_requests_total" and sample.labels["route"] == "/embed"
+    )
+
+
+def test_image_search_checks_its_parameters_before_embedding(cluster: Cluster) -> None:
+    """A bad k (or k·refine over the candidate limit) is refused before the image is sent
+    to the embedder: its /embed count does not move."""
+    files = {"file": ("p.jpg", cluster.images[cluster.paths[1]], "image/jpeg")}
+    before = embed_calls(cluster)
+    cases = [
+        ({"k": "0"}, 400, "between 1 and 1000"),
+        ({"k": "1001"}, 400, "between 1 and 1000"),
+        ({"k": "1000", "refine": "50"}, 400, "candidates per query"),
+        ({"refine": "101"}, 422, "refine"),
+        ({"nprobe": "0"}, 422, "nprobe"),
+    ]
+    for params, status, words in cases:
+        response = httpx.post(
+            f"{cluster.router.url}/search/image", params=params, files=files, timeout=60
+        )
+        assert response.status_code == status, response.text
+        assert words in response.json()["detail"]
+    assert embed_calls(cluster) == before
+    ok = httpx.post(f"{cluster.router.url}/search/image", params={"k": 2}, files=files, timeout=60)
+    assert ok.status_code == 200, ok.text
+    assert embed_calls(cluster) == before + 1  # the counter does count what is embedded
 
 
 @pytest.mark.parametrize(

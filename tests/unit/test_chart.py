@@ -231,6 +231,8 @@ def test_config_changes_roll_the_pods() -> None:
         ("shard.bogus=1", "bogus"),
         ("surprise=1", "surprise"),
         ("router.ingress.hostz[0]=a", "hostz"),
+        ("router.rateLimits.bogus=1", "bogus"),
+        ("auth.keyFile.path=/x", "path"),
     ],
 )
 def test_schema_rejects_negative_counts_and_unknown_keys(setting: str, named: str) -> None:
@@ -246,6 +248,10 @@ def test_schema_rejects_negative_counts_and_unknown_keys(setting: str, named: st
         ("router.ingress.enabled=yes", "/router/ingress/enabled"),
         ("shard.topology=zookeeper", "/shard/topology"),
         ("router.timeoutMs=fast", "/router/timeoutMs"),
+        ("router.rateLimits.admin.perKey=lots", "/router/rateLimits/admin/perKey"),
+        ("router.rateLimits.enabled=maybe", "/router/rateLimits/enabled"),
+        ("router.trustedProxies[0]=intranet", "/router/trustedProxies/0"),
+        ("auth.adminKeys[0]=two words", "/auth/adminKeys/0"),
     ],
 )
 def test_schema_rejects_wrong_types(setting: str, named: str) -> None:
@@ -296,3 +302,99 @@ def test_helm_test_pod_checks_the_router_health() -> None:
     script = " ".join(containers(pod["spec"])[0]["args"])
     router = find(render(None), "Service", "-router")
     assert f"{router['metadata']['name']}:80/health" in script
+
+
+# ------------------------------------------------------------------ keys and rate limits
+
+
+def env_of(objects: tuple[dict[str, Any], ...], kind: str, suffix: str) -> dict[str, Any]:
+    """name -> value (or valueFrom) of the first container of a workload."""
+    workload = find(objects, kind, suffix)
+    env = containers(pod_specs(workload)[0])[0]["env"]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in env}
+
+
+def secret_data(objects: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    secret = find(objects, "Secret", "-api-keys")
+    data: dict[str, str] = secret["stringData"]
+    return data
+
+
+def test_no_keys_by_default_and_rate_limits_on() -> None:
+    objects = render(None)
+    router = env_of(objects, "Deployment", "-router")
+    shard = env_of(objects, "StatefulSet", "-shard")
+    for env in (router, shard):
+        assert not {"SIMSEARCH_API_KEYS", "SIMSEARCH_ADMIN_KEYS", "SIMSEARCH_API_KEYS_FILE"} & set(
+            env
+        )
+    assert router["SIMSEARCH_RATE_LIMITS"] == "true"
+    assert router["SIMSEARCH_RATE_VECTOR_SEARCH_PER_ADDRESS"] == "200/s:400"
+    assert router["SIMSEARCH_RATE_IMAGE_SEARCH_PER_KEY"] == "20/s:40"
+    assert router["SIMSEARCH_RATE_ADMIN_PER_ADDRESS"] == "10/m:5"
+    assert "SIMSEARCH_TRUSTED_PROXIES" not in router
+    assert not [o for o in objects if o["metadata"]["name"].endswith("-api-keys")]
+
+
+def test_search_and_admin_keys_come_from_one_secret() -> None:
+    objects = render(None, "auth.apiKeys={s1,s2}", "auth.adminKeys={a1}")
+    assert secret_data(objects) == {"api-keys": "s1,s2", "admin-keys": "a1"}
+    router = env_of(objects, "Deployment", "-router")
+    shard = env_of(objects, "StatefulSet", "-shard")
+    name = find(objects, "Secret", "-api-keys")["metadata"]["name"]
+    assert router["SIMSEARCH_API_KEYS"]["secretKeyRef"] == {"name": name, "key": "api-keys"}
+    for env in (router, shard):  # the shards' /admin/reload takes the same admin keys
+        ref = env["SIMSEARCH_ADMIN_KEYS"]["secretKeyRef"]
+        assert ref == {"name": name, "key": "admin-keys", "optional": True}
+    assert "SIMSEARCH_API_KEYS" not in shard  # shards never check search keys
+
+
+def test_a_key_file_is_mounted_from_the_secret_for_rotation() -> None:
+    objects = render(None, "auth.apiKeys={s1}", "auth.adminKeys={a1}", "auth.keyFile.enabled=true")
+    assert secret_data(objects)["keys"].split() == ["admin:a1", "search:s1"]
+    name = find(objects, "Secret", "-api-keys")["metadata"]["name"]
+    for kind, suffix in (("Deployment", "-router"), ("StatefulSet", "-shard")):
+        workload = find(objects, kind, suffix)
+        pod = pod_specs(workload)[0]
+        env = env_of(objects, kind, suffix)
+        assert env["SIMSEARCH_API_KEYS_FILE"] == "/etc/simsearch/keys/keys"
+        assert "SIMSEARCH_API_KEYS" not in env and "SIMSEARCH_ADMIN_KEYS" not in env
+        (mount,) = [m for m in containers(pod)[0]["volumeMounts"] if m["name"] == "api-keys"]
+        assert mount == {"name": "api-keys", "mountPath": "/etc/simsearch/keys", "readOnly": True}
+        assert "subPath" not in mount  # a subPath mount never sees the Secret's updates
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+        assert volume["secret"] == {"secretName": name, "items": [{"key": "keys", "path": "keys"}]}
+
+
+def test_an_existing_secret_key_file_and_its_key_name() -> None:
+    objects = render(str(CHART / "ci" / "external-s3-values.yaml"))
+    assert not [o for o in objects if o["metadata"]["name"].endswith("-api-keys")]
+    router = find(objects, "Deployment", "-router")
+    (volume,) = [v for v in pod_specs(router)[0]["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["secretName"] == "simsearch-api-keys"
+
+
+def test_rate_limits_and_trusted_proxies_follow_values() -> None:
+    objects = render(
+        None,
+        "router.rateLimits.enabled=false",
+        "router.rateLimits.images.perAddress=off",
+        "router.trustedProxies={10.244.0.0/16,192.0.2.1}",
+    )
+    router = env_of(objects, "Deployment", "-router")
+    assert router["SIMSEARCH_RATE_LIMITS"] == "false"
+    assert router["SIMSEARCH_RATE_IMAGES_PER_ADDRESS"] == "off"
+    assert router["SIMSEARCH_TRUSTED_PROXIES"] == "10.244.0.0/16,192.0.2.1"
+
+
+def test_notes_warn_about_limits_behind_an_ingress_without_trusted_proxies() -> None:
+    def notes(*sets: str) -> str:
+        args = [a for item in sets for a in ("--set", item)]
+        done = helm("install", "demo", str(CHART), "--dry-run=client", "-n", "search", *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split("NOTES:", 1)[1]
+
+    assert "router.trustedProxies is empty" in notes("router.ingress.enabled=true")
+    quiet = notes("router.ingress.enabled=true", "router.trustedProxies={10.0.0.0/8}")
+    assert "trustedProxies is empty" not in quiet
+    assert "kubectl port-forward (loopback)" in quiet  # no keys: admin only on loopback

@@ -90,7 +90,7 @@ def test_chart_runs_the_local_command_with_the_local_variables(role: str, scenar
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_chart_environment_passes_the_roles_start_up_validation(
-    role: str, scenario: Path, monkeypatch: pytest.MonkeyPatch
+    role: str, scenario: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     objects = render(str(scenario))
     kind, suffix, cls = ROLES[role]
@@ -99,7 +99,13 @@ def test_chart_environment_passes_the_roles_start_up_validation(
     pod_name = f"{workload['metadata']['name']}-{last}"
     for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
-    for name, value in resolved_env(container_of(role, objects), pod_name).items():
+    container = container_of(role, objects)
+    for name, value in resolved_env(container, pod_name).items():
+        if name == "SIMSEARCH_API_KEYS_FILE":  # a file of the mounted Secret volume
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert str(Path(value).parent) in mounts, f"{role}: the key file is not mounted"
+            value = str(tmp_path / "keys")
+            Path(value).write_text("admin:placeholder\n")
         monkeypatch.setenv(name, value)
     settings: Any = cls()
     if role == "shard":

@@ -26,17 +26,28 @@ from tests.support.s3server import free_port
 Scenario = Callable[[httpx.AsyncClient], Awaitable[None]]
 
 
-def run(scenario: Scenario, api_keys: str | None = None) -> None:
-    """Start the app (lifespan included) with one dead shard URL and run `scenario`."""
+def run(
+    scenario: Scenario,
+    api_keys: str | None = None,
+    peer: tuple[str, int] = ("127.0.0.1", 123),
+    **settings_given: Any,
+) -> None:
+    """Start the app (lifespan included) with one dead shard URL and run `scenario`, the
+    requests coming from `peer` (the peer address the app sees)."""
     dead = f"http://127.0.0.1:{free_port()}"  # nobody listens: connection refused
     settings = load_settings(
-        RouterSettings, shards=dead, poll_s=60, info_timeout_s=0.5, api_keys=api_keys
+        RouterSettings,
+        shards=dead,
+        poll_s=60,
+        info_timeout_s=0.5,
+        api_keys=api_keys,
+        **settings_given,
     )
     app = create_app(settings)
 
     async def go() -> None:
         async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=peer)
             async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
                 await scenario(client)
 
@@ -129,17 +140,71 @@ def test_admin_reload_reports_a_dead_shard_instead_of_failing() -> None:
     run(scenario)
 
 
-def test_admin_reload_needs_the_api_key_when_keys_are_set() -> None:
+def test_admin_reload_needs_an_admin_key_when_keys_are_set() -> None:
     async def scenario(client: httpx.AsyncClient) -> None:
         assert (await client.post("/admin/reload")).status_code == 401
         wrong = await client.post("/admin/reload", headers={"X-API-Key": "nope"})
         assert wrong.status_code == 401
+        search_key = await client.post("/admin/reload", headers={"X-API-Key": "k1"})
+        assert search_key.status_code == 403 and search_key.json()["error"] == "forbidden"
+        assert "admin key" in search_key.json()["detail"]
         ok = await client.post(
-            "/admin/reload", headers={"X-API-Key": "k1"}, params={"timeout_s": 1}
+            "/admin/reload", headers={"X-API-Key": "a1"}, params={"timeout_s": 1}
         )
         assert ok.status_code == 200 and len(ok.json()["shards"]) == 1
+        admin_searches = await client.post(
+            "/search/vector", json={"vector": [1.0, 0.0]}, headers={"X-API-Key": "a1"}
+        )
+        assert admin_searches.status_code == 503  # past the key check: no shard answers
 
-    run(scenario, api_keys="k1")
+    run(scenario, api_keys="k1", admin_keys="a1")
+
+
+def test_without_keys_admin_answers_only_to_loopback_clients() -> None:
+    async def from_outside(client: httpx.AsyncClient) -> None:
+        refused = await client.post("/admin/reload", params={"timeout_s": 1})
+        assert refused.status_code == 403 and "loopback" in refused.json()["detail"]
+        assert "SIMSEARCH_ADMIN_KEYS" in refused.json()["detail"]
+        searched = await client.post("/search/vector", json={"vector": [1.0, 0.0]})
+        assert searched.status_code == 503  # search stays open without keys
+
+    run(from_outside, peer=("203.0.113.7", 5000))
+
+
+def test_image_search_checks_k_before_it_needs_an_embedder() -> None:
+    """No shard and no embedder: a bad k is a 400 at once, before anything is embedded."""
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        files = {"file": ("a.jpg", b"\xff\xd8\xff", "image/jpeg")}
+        for k in ("0", "1001"):
+            response = await client.post("/search/image", params={"k": k}, files=files)
+            assert response.status_code == 400, response.text
+            assert "k must be between 1 and 1000" in response.json()["detail"]
+
+    run(scenario)
+
+
+def test_a_burst_over_the_limit_is_429_with_retry_after_and_counted() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        vector = {"vector": [1.0, 0.0]}
+        codes = [(await client.post("/search/vector", json=vector)).status_code for _ in range(3)]
+        assert codes == [503, 503, 503]  # the burst passes (to the dead shard)
+        limited = await client.post("/search/vector", json=vector)
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        body = limited.json()
+        assert body["error"] == "rate_limited" and "client address" in body["detail"]
+        assert body["request_id"] == limited.headers["x-request-id"]
+        similar = await client.get("/search/similar/5")
+        assert similar.status_code == 429  # the same route class, the same bucket
+        assert (await client.get("/images/5")).status_code == 503  # another class
+        metrics = (await client.get("/metrics")).text
+        line = (
+            'simsearch_router_rate_limited_total{limited_by="address",route_class="vector_search"}'
+        )
+        assert f"{line} 2.0" in metrics
+
+    run(scenario, rate_limits=True, rate_vector_search_per_address="1/m:3")
 
 
 OLD = "v20250101T000000Z-aaaaaa"

@@ -93,13 +93,76 @@ Whether S3 credentials come from a Secret at all (none: the pod's identity, e.g.
 {{- end }}
 
 {{/*
-Name of the Secret holding the router's API keys (chart-made or existing).
+Name of the Secret holding the API keys of the router and the shards (chart-made or existing).
 */}}
 {{- define "simsearch.apiKeysSecretName" -}}
 {{- if .Values.auth.existingSecret }}
 {{- .Values.auth.existingSecret }}
 {{- else }}
 {{- include "simsearch.component.fullname" (list . "api-keys") }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether API keys are configured at all (chart-made lists or an existing Secret).
+*/}}
+{{- define "simsearch.authEnabled" -}}
+{{- if or .Values.auth.apiKeys .Values.auth.adminKeys .Values.auth.existingSecret }}true{{- end }}
+{{- end }}
+
+{{/*
+Key environment of a role from the keys Secret (docs/security.md).
+Usage: include "simsearch.authEnv" (list . "router")   (shards: "shard", admin keys only)
+With auth.keyFile.enabled: SIMSEARCH_API_KEYS_FILE names the mounted file (re-read on
+change: keys rotate without a restart); else the comma-separated keys as variables.
+*/}}
+{{- define "simsearch.authEnv" -}}
+{{- $root := index . 0 }}
+{{- $role := index . 1 }}
+{{- $auth := $root.Values.auth }}
+{{- if include "simsearch.authEnabled" $root }}
+{{- if $auth.keyFile.enabled }}
+- name: SIMSEARCH_API_KEYS_FILE
+  value: /etc/simsearch/keys/keys
+{{- else }}
+{{- if eq $role "router" }}
+- name: SIMSEARCH_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "simsearch.apiKeysSecretName" $root }}
+      key: {{ $auth.existingSecretKey }}
+{{- end }}
+- name: SIMSEARCH_ADMIN_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "simsearch.apiKeysSecretName" $root }}
+      key: {{ $auth.existingSecretAdminKey }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The key file's volume and its mount (auth.keyFile.enabled). The whole folder is mounted,
+never a subPath: the kubelet updates a Secret volume by swapping a symlink, which a
+subPath mount never sees.
+*/}}
+{{- define "simsearch.authVolume" -}}
+{{- if and (include "simsearch.authEnabled" .) .Values.auth.keyFile.enabled }}
+- name: api-keys
+  secret:
+    secretName: {{ include "simsearch.apiKeysSecretName" . }}
+    items:
+      - key: {{ .Values.auth.keyFile.secretKey }}
+        path: keys
+{{- end }}
+{{- end }}
+
+{{- define "simsearch.authVolumeMount" -}}
+{{- if and (include "simsearch.authEnabled" .) .Values.auth.keyFile.enabled }}
+- name: api-keys
+  mountPath: /etc/simsearch/keys
+  readOnly: true
 {{- end }}
 {{- end }}
 

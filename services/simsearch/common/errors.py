@@ -11,7 +11,8 @@
     │   └── UnsupportedMediaType       415  not an image format we decode
     ├── NotFound                       404  unknown id or object key
     ├── Unauthorized                   401  an API key is required and missing or wrong
-    ├── Forbidden                      403  outside what the service may read (allowed roots)
+    ├── Forbidden                      403  not allowed: a key's scope, or outside the allowed roots
+    ├── RateLimited                    429  over a rate limit; `Retry-After` says when to retry
     ├── NotServed                      409  this shard does not serve it now; another may
     │   ├── VersionNotLoaded           409  the index version is not held here
     │   └── PartitionsNotReady         409  partitions not owned / loading / failed here
@@ -28,7 +29,8 @@
     └── Overloaded                     503  a queue is full; retry later (backpressure)
 
 Services raise these; the FastAPI layer turns `status_code` + `reason` into a JSON body
-`{"status": "error", "error": <code>, "detail": <reason>}`. Anything that is not a
+`{"status": "error", "error": <code>, "detail": <reason>}` (plus any `response_headers()`
+the error names, e.g. `Retry-After`). Anything that is not a
 `SimsearchError` is a bug and becomes a 500 with a request id to look up in the logs.
 """
 
@@ -44,6 +46,10 @@ class SimsearchError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+    def response_headers(self) -> dict[str, str]:
+        """Extra HTTP headers the answer must carry (none for most errors)."""
+        return {}
 
 
 class BadInput(SimsearchError):
@@ -118,6 +124,38 @@ class Unauthorized(SimsearchError):
     code = "unauthorized"
 
 
+class Forbidden(SimsearchError):
+    """Well formed, but not allowed: a valid API key whose scope does not cover the route
+    (a search key on admin), or a reference outside the embedder's allowed roots.
+
+    A 403, not a 401: sending the same request again will never work. Not a `BadInput`:
+    the request asks for what the service may not do on the caller's behalf (a confused
+    deputy). The reason never says whether the thing exists, so a 403 is no existence
+    oracle.
+    """
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(SimsearchError):
+    """Over a rate limit: refused now, with the whole seconds until a request would pass.
+
+    `retry_after_s` is an integer >= 1 because `Retry-After` in seconds is an integer and a
+    0 would invite an immediate retry that is refused again.
+    """
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, reason: str, retry_after_s: int) -> None:
+        super().__init__(reason)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class ConfigError(SimsearchError):
     """A setting is invalid or a resource it names is missing; raised at start-up."""
 
@@ -149,19 +187,6 @@ class Overloaded(SimsearchError):
 
     status_code = 503
     code = "overloaded"
-
-
-class Forbidden(SimsearchError):
-    """The caller named something this service will not touch, e.g. a URI outside the
-    embedder's allowed roots.
-
-    Not a `BadInput`: the request is well formed, it asks for what the service is not
-    allowed to do on the caller's behalf (a confused deputy). The reason never says
-    whether the thing exists, so a 403 is no existence oracle.
-    """
-
-    status_code = 403
-    code = "forbidden"
 
 
 class NotServed(SimsearchError):

@@ -47,9 +47,12 @@ def error_body(err: SimsearchError) -> dict[str, Any]:
     }
 
 
-def _json_error(status: int, code: str, detail: Any) -> JSONResponse:
+def _json_error(
+    status: int, code: str, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = {"status": "error", "error": code, "detail": detail, "request_id": request_id_var.get()}
-    return JSONResponse(body, status_code=status)  # the middleware adds X-Request-ID
+    # the middleware adds X-Request-ID
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 class RequestContextMiddleware:
@@ -165,7 +168,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def domain_error(_: Request, exc: SimsearchError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("request failed: %s", exc.reason, extra={"error": exc.code})
-        return _json_error(exc.status_code, exc.code, exc.reason)
+        return _json_error(exc.status_code, exc.code, exc.reason, exc.response_headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -239,12 +242,14 @@ class JsonFastPath:
         scope["route"] = _Route(scope["path"])
         body = await _read_body(receive)
         status, payload = 200, b""
+        extra: list[tuple[bytes, bytes]] = []
         try:
             payload = await handler(body, scope)
         except SimsearchError as exc:
             if exc.status_code >= 500:
                 log.warning("request failed: %s", exc.reason, extra={"error": exc.code})
             status, payload = exc.status_code, json.dumps(error_body(exc)).encode()
+            extra = [(k.lower().encode(), v.encode()) for k, v in exc.response_headers().items()]
         except ValidationError as exc:
             problems = [
                 f"{'.'.join(str(p) for p in ('body', *e['loc']))}: {e['msg']}"
@@ -260,6 +265,7 @@ class JsonFastPath:
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
+            *extra,
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -6,18 +6,18 @@ GET  /search/similar/{id}  search with an indexed image's own vector (it ranks f
 GET  /images/{id}          the image bytes, or a 307 to a presigned URL (public S3 endpoint)
 GET  /health               healthy | degraded | unhealthy, shard counts, coverage
 GET  /stats                totals, index version, P, every shard's partitions and state
-POST /admin/reload         every shard polls CURRENT now; then shards are re-read (API key)
+POST /admin/reload         every shard polls CURRENT now; then shards are re-read (admin key)
 GET  /health/live          the process answers
 GET  /health/ready         some index version is fully covered by shards that are up
 GET  /metrics              Prometheus
 
 Every search answer says how complete it is (`coverage`, `partial`, `index_version`);
-`?strict=true` turns a partial answer into a 503.
+`?strict=true` turns a partial answer into a 503. Searches, images and admin routes go
+through `access.guard(route class)`: rate limits, then the API key (docs/security.md).
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -34,7 +34,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
 import simsearch
-from simsearch.common.errors import EmptyInput, Unauthorized, UnsupportedMediaType
+from simsearch.common.errors import EmptyInput, UnsupportedMediaType
 from simsearch.common.http import (
     JsonFastPath,
     JsonHandler,
@@ -45,6 +45,7 @@ from simsearch.common.http import (
 )
 from simsearch.common.telemetry import HttpMetrics
 from simsearch.router import status
+from simsearch.router.access import AccessGate, guard
 from simsearch.router.discovery import ShardRegistry, make_source
 from simsearch.router.fanout import FanOut
 from simsearch.router.http1 import Http1Pool
@@ -77,26 +78,10 @@ async def get_service(request: Request) -> RouterService:
 ServiceDep = Annotated[RouterService, Depends(get_service)]
 
 
-async def require_api_key(request: Request) -> None:
-    """With SIMSEARCH_API_KEYS set, a search or image request needs a key.
-
-    Sent as `X-API-Key: <key>` (or `Authorization: Bearer <key>`), never in the URL, where
-    it would end up in access logs and browser history. Compared in constant time.
-    """
-    keys: frozenset[str] = request.app.state.api_keys
-    if not keys:
-        return
-    given = request.headers.get("x-api-key", "")
-    if not given:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip() if scheme.lower() == "bearer" else ""
-    if not given:
-        raise Unauthorized("this router requires an API key: send it in the X-API-Key header")
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-        raise Unauthorized("the API key is not valid")
-
-
-KeyDep = Depends(require_api_key)
+VectorGuard = Depends(guard("vector_search"))
+ImageSearchGuard = Depends(guard("image_search"))
+ImagesGuard = Depends(guard("images"))
+AdminKey = Annotated[str | None, Depends(guard("admin"))]
 IdPath = Annotated[int, Path(description="An image id (from a search result).")]
 KQuery = Annotated[int | None, Query(description="Results to return (1..SIMSEARCH_MAX_K).")]
 StrictQuery = Annotated[bool, Query(description="503 instead of a partial answer.")]
@@ -196,8 +181,8 @@ def create_app(settings: RouterSettings) -> FastAPI:
     http_metrics = HttpMetrics("router", registry)
     router_metrics = RouterMetrics(registry)
     app = FastAPI(title="simsearch router", version=simsearch.__version__, lifespan=lifespan)
-    app.state.api_keys = settings.api_key_set()
-    app.add_middleware(JsonFastPath, routes={("POST", "/search/vector"): _fast_vector_route(app)})
+    app.state.gate = AccessGate.from_settings(settings, router_metrics)
+    app.add_middleware(JsonFastPath, routes={("POST", "/search/vector"): _fast_vector_route()})
     app.add_middleware(
         RequestContextMiddleware,
         metrics=http_metrics,
@@ -224,7 +209,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(request: Request) -> HTMLResponse:
         """The search page: upload an image, see similar ones (see router/page.py)."""
-        html = render_page(needs_key=bool(request.app.state.api_keys))
+        html = render_page(needs_key=request.app.state.gate.keys.enabled)
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
     @app.get("/static/{name}", include_in_schema=False)
@@ -252,17 +237,18 @@ async def vector_answer(
     return answer.model_dump_json().encode()
 
 
-def _fast_vector_route(app: FastAPI) -> JsonHandler:
+def _fast_vector_route() -> JsonHandler:
     """`POST /search/vector` without FastAPI's routing layers (see `JsonFastPath`).
 
     Its CPU per query sets the router's throughput; FastAPI's routing, dependency and
     exception layers were ~0.2 ms of it. Same checks as the declared route, in order:
-    the key, then the body (a query string, `?strict=`, takes the declared route).
+    the access gate (rate limits and key), then the body (a query string, `?strict=`,
+    takes the declared route).
     """
 
     async def fast_vector(body: bytes, scope: Scope) -> bytes:
         request = Request(scope)
-        await require_api_key(request)
+        request.app.state.gate.check_request("vector_search", request)  # limits, then key
         query = VectorQuery.model_validate_json(body)
         return await vector_answer(query, request, request.app.state.service, False)
 
@@ -296,7 +282,7 @@ def _add_search_routes(app: FastAPI) -> None:
     @app.post(
         "/search/vector",
         response_model=SearchResponse | BatchSearchResponse,
-        dependencies=[KeyDep],
+        dependencies=[VectorGuard],
         openapi_extra=_VECTOR_BODY,
     )
     async def search_vector(
@@ -313,7 +299,7 @@ def _add_search_routes(app: FastAPI) -> None:
         answer = await vector_answer(body, request, service, strict)
         return Response(answer, media_type="application/json")
 
-    @app.post("/search/image", response_model=SearchResponse, dependencies=[KeyDep])
+    @app.post("/search/image", response_model=SearchResponse, dependencies=[ImageSearchGuard])
     async def search_image(
         request: Request,
         service: ServiceDep,
@@ -327,7 +313,7 @@ def _add_search_routes(app: FastAPI) -> None:
         searched = await service.search_image(blob, Knobs(k, nprobe, refine, strict))
         return respond(searched, request)
 
-    @app.get("/search/similar/{id}", response_model=SearchResponse, dependencies=[KeyDep])
+    @app.get("/search/similar/{id}", response_model=SearchResponse, dependencies=[VectorGuard])
     async def search_similar(
         id: IdPath,
         request: Request,
@@ -343,7 +329,7 @@ def _add_search_routes(app: FastAPI) -> None:
 
     @app.get(
         "/images/{id}",
-        dependencies=[KeyDep],
+        dependencies=[ImagesGuard],
         response_class=Response,
         responses={200: {"content": {"image/*": {}}}, 307: {"description": "presigned URL"}},
     )
@@ -375,11 +361,14 @@ def _add_status_routes(app: FastAPI) -> None:
 
 
 def _add_admin_routes(app: FastAPI) -> None:
-    @app.post("/admin/reload", response_model=ReloadResponse, dependencies=[KeyDep])
-    async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> ReloadResponse:
+    @app.post("/admin/reload", response_model=ReloadResponse)
+    async def reload(
+        key: AdminKey, service: ServiceDep, timeout_s: ReloadTimeout = 30.0
+    ) -> ReloadResponse:
         """Every known shard polls CURRENT now (e.g. after `simsearch index rollback`), then
         the router re-reads their /info; 200 with each shard's outcome, failures included.
 
-        Guarded by the API key like searches: it makes every shard hit the object store.
+        Needs an admin key (a search key: 403; with no keys configured, loopback clients
+        only): it makes every shard hit the object store. The key is sent on to the shards.
         """
-        return ReloadResponse(shards=await service.registry.reload_all(timeout_s))
+        return ReloadResponse(shards=await service.registry.reload_all(timeout_s, key))

@@ -256,27 +256,35 @@ class ShardRegistry:
         state.up, state.error = False, reason
         state.failures += 1
 
-    async def reload_all(self, timeout_s: float) -> dict[str, ShardReloadResult]:
+    async def reload_all(
+        self, timeout_s: float, admin_key: str | None = None
+    ) -> dict[str, ShardReloadResult]:
         """Ask every known shard to poll now (concurrently), then poll their /info.
 
-        Each shard waits up to `timeout_s` for its poll. Never raises for a shard's sake:
-        a shard that is down, slow or answers an error is reported in its own entry, so
-        one bad pod cannot hide what the others did. Down shards are asked too — a shard
-        marked down may be back, and the refresh that follows notices either way.
+        Each shard waits up to `timeout_s` for its poll. `admin_key` (the admin key the
+        router's own `/admin/reload` was called with) is sent on as `X-API-Key`: shards read
+        the same keys and refuse their `/admin/reload` without one when keys are on.
+        Never raises for a shard's sake: a shard that is down, slow or answers an error
+        is reported in its own entry, so one bad pod cannot hide what the others did. Down
+        shards are asked too — a shard marked down may be back, and the refresh that
+        follows notices either way.
         """
         urls = sorted(self.states)
-        results = await asyncio.gather(*(self._reload(url, timeout_s) for url in urls))
+        headers = {"x-api-key": admin_key} if admin_key else None
+        results = await asyncio.gather(*(self._reload(u, timeout_s, headers) for u in urls))
         try:
             await self.poll_once()
         except Exception:  # as in `_run`: a bug in one poll must not fail the request
             log.exception("shard poll after a reload failed")
         return dict(zip(urls, results, strict=True))
 
-    async def _reload(self, url: str, timeout_s: float) -> ShardReloadResult:
+    async def _reload(
+        self, url: str, timeout_s: float, headers: dict[str, str] | None
+    ) -> ShardReloadResult:
         """One shard's `POST /admin/reload`, with every failure turned into a result."""
         target = f"{url}/admin/reload?timeout_s={timeout_s:g}"
         try:
-            reply = await self.upstream.post_json(target, b"", timeout_s + _RELOAD_SLACK_S)
+            reply = await self.upstream.post_json(target, b"", timeout_s + _RELOAD_SLACK_S, headers)
         except UpstreamFailure as exc:
             return ShardReloadResult(error=exc.reason)
         if reply.status not in (200, 202):

@@ -1,9 +1,9 @@
 """The router's own Prometheus metrics (the HTTP ones come from `common.telemetry`).
 
 Query-level numbers an operator alerts on: how many queries, how long they take end to
-end (embedding and fan-out included), how many answers were partial, and which shard
-fails how. Registered in the app's registry, never the global one, so several apps in
-one test process do not collide.
+end (embedding and fan-out included), how many answers were partial, which shard fails
+how, and how many requests the rate limits refused. Registered in the app's registry,
+never the global one, so several apps in one test process do not collide.
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ class RouterMetrics:
         self.retries = Counter(
             "simsearch_router_partition_retries",
             "Partitions re-planned onto another holder after their shard failed.",
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            "simsearch_router_rate_limited",
+            "Requests refused with 429, by route class (vector_search, image_search, images, "
+            "admin) and what was over its limit (address, key).",
+            ["route_class", "limited_by"],
             registry=registry,
         )
         self.shards_up = Gauge(

@@ -145,7 +145,11 @@ class RouterService:
         """`POST /search/image`: embed with the embedder, then search."""
 
         async def work() -> Searched:
-            choice = self.choice()  # before embedding: no index, no point
+            # Everything that can refuse the request is checked before the embedder works
+            # on the image (tens of ms of its CPU): k, k·refine, and that an index exists.
+            self.check_k(knobs)
+            choice = self.choice()
+            self.check_candidates(choice, knobs)
             rows = await self.embed(blob, choice)
             return await self._search(choice, rows, knobs)
 
@@ -187,15 +191,11 @@ class RouterService:
         space: VectorSpace = "model",
     ) -> Searched:
         started = time.perf_counter()
-        k = check_k(knobs.k, self.settings.default_k, self.settings.max_k)
+        k = self.check_k(knobs)
         dim = choice.dim if space == "model" else len(rows[0])
         queries = prepare_queries(rows, dim, self.settings.max_queries)
         params = SearchParams(k, knobs.nprobe, knobs.refine, space)
-        if k * (knobs.refine or choice.refine) > self.settings.max_candidates:
-            raise InvalidParameter(
-                f"k·refine = {k}·{knobs.refine or choice.refine} is over the limit of "
-                f"{self.settings.max_candidates} candidates per query"
-            )
+        self.check_candidates(choice, knobs)
         result = await self.coalescer.search(
             choice, queries, params, self.settings.timeout_ms / 1000
         )
@@ -211,6 +211,21 @@ class RouterService:
                     f"(coverage {result.coverage:.3f}); strict=true refuses partial answers"
                 )
         return Searched(result, k, (time.perf_counter() - started) * 1000)
+
+    def check_k(self, knobs: Knobs) -> int:
+        """The k to use (the default when unset); 400 when out of 1..max_k."""
+        return check_k(knobs.k, self.settings.default_k, self.settings.max_k)
+
+    def check_candidates(self, choice: VersionChoice, knobs: Knobs) -> None:
+        """400 when k·refine (refine: the request's, else the version's) is over the
+        shards' candidate limit."""
+        k = self.check_k(knobs)
+        refine = knobs.refine or choice.refine
+        if k * refine > self.settings.max_candidates:
+            raise InvalidParameter(
+                f"k·refine = {k}·{refine} is over the limit of "
+                f"{self.settings.max_candidates} candidates per query"
+            )
 
     # --- the embedder ---------------------------------------------------------------
 

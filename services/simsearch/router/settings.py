@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from simsearch.common.settings import ServiceSettings
+from simsearch.common.apikeys import KeySettings, parse_key_list
+from simsearch.router.clientip import TrustedProxies
+from simsearch.router.ratelimit import ROUTE_CLASSES, Limit, RouteClass, Target
 
 _MIB = 1024 * 1024
 # Multipart framing around an uploaded image (boundaries, part headers): the body limit
@@ -38,7 +40,7 @@ def _static_urls(value: str) -> list[str]:
     return urls
 
 
-class RouterSettings(ServiceSettings):
+class RouterSettings(KeySettings):
     """Where the shards and the embedder are, query limits, and the HTTP client pool."""
 
     port: int = Field(8000, ge=1, le=65535)
@@ -154,14 +156,78 @@ class RouterSettings(ServiceSettings):
 
     api_keys: SecretStr | None = Field(
         None,
-        description="Comma-separated API keys; when set, searches and images need one in "
+        description="Comma-separated search keys; when any key is configured (this, "
+        "SIMSEARCH_ADMIN_KEYS or SIMSEARCH_API_KEYS_FILE), searches and images need one in "
         "the X-API-Key header (health, metrics and the page stay open).",
     )
 
-    def api_key_set(self) -> frozenset[str]:
-        """The accepted keys (empty: no key needed)."""
-        raw = self.api_keys.get_secret_value() if self.api_keys else ""
-        return frozenset(k.strip() for k in raw.split(",") if k.strip())
+    rate_limits: bool = Field(
+        False,
+        description="Turn the rate limits below on (per router replica; the chart turns "
+        "them on). Off here so the local demo and the benchmarks are never throttled.",
+    )
+    rate_vector_search_per_address: str = Field(
+        "200/s:400", description="/search/vector and /search/similar, per client address."
+    )
+    rate_vector_search_per_key: str = Field(
+        "1000/s:2000", description="/search/vector and /search/similar, per API key."
+    )
+    rate_image_search_per_address: str = Field(
+        "5/s:20", description="/search/image (each one is embedded), per client address."
+    )
+    rate_image_search_per_key: str = Field("20/s:40", description="/search/image, per API key.")
+    rate_images_per_address: str = Field(
+        "100/s:300", description="/images/{id}, per client address (a page of thumbnails)."
+    )
+    rate_images_per_key: str = Field("300/s:600", description="/images/{id}, per API key.")
+    rate_admin_per_address: str = Field("10/m:5", description="/admin/*, per client address.")
+    rate_admin_per_key: str = Field("10/m:5", description="/admin/*, per API key.")
+    rate_max_tracked: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Most identities (addresses or keys) tracked per limit before the "
+        "oldest are forgotten (bounds memory under a flood of addresses).",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated CIDRs of proxies whose X-Forwarded-For is believed "
+        "(e.g. the ingress controller's pods); empty: the peer address is the client.",
+    )
+
+    def search_key_text(self) -> str:
+        """The search keys (SIMSEARCH_API_KEYS)."""
+        return self.api_keys.get_secret_value() if self.api_keys else ""
+
+    @field_validator("api_keys")
+    @classmethod
+    def _valid_search_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_key_list(value.get_secret_value())
+        return value
+
+    @field_validator(
+        *(f"rate_{c}_per_{t}" for c in ROUTE_CLASSES for t in ("address", "key")),
+    )
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        Limit.parse(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        TrustedProxies.parse(value)
+        return value
+
+    def rate_limit_table(self) -> dict[tuple[RouteClass, Target], Limit | None]:
+        """Every (route class, target) limit; None where it is `off`."""
+        targets: tuple[Target, ...] = ("address", "key")
+        return {
+            (c, t): Limit.parse(str(getattr(self, f"rate_{c}_per_{t}")))
+            for c in ROUTE_CLASSES
+            for t in targets
+        }
 
     @field_validator("embedder_url", "public_s3_endpoint")
     @classmethod

@@ -108,9 +108,13 @@ class Upstream:
         """GET `url`; raises `UpstreamFailure` when no HTTP answer arrives in time."""
         return await self._request("GET", url, timeout_s, params=params)
 
-    async def post_json(self, url: str, body: bytes, timeout_s: float) -> Reply:
-        """POST a JSON body (already serialised: pydantic's JSON is faster than json.dumps)."""
-        return await self._request("POST", url, timeout_s, data=body, headers=_JSON)
+    async def post_json(
+        self, url: str, body: bytes, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> Reply:
+        """POST a JSON body (already serialised: pydantic's JSON is faster than json.dumps);
+        `headers` add to the JSON ones (e.g. the admin key of a shard's /admin/reload)."""
+        sent = {**_JSON, **headers} if headers else _JSON
+        return await self._request("POST", url, timeout_s, data=body, headers=sent)
 
     async def post_file(
         self, url: str, field: str, data: bytes, timeout_s: float, params: dict[str, str]

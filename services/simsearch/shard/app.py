@@ -3,7 +3,8 @@
 POST /search         a query batch for named partitions of one version → candidates
 GET  /items/{id}     path and exact vector of one indexed image (?version=)
 GET  /info           ordinal, replicas seen, versions with ready/loading/failed partitions
-POST /admin/reload   poll CURRENT now and wait for that poll (?timeout_s=, default 30)
+POST /admin/reload   poll CURRENT now and wait for that poll (?timeout_s=, default 30); needs an
+                     admin key when keys are configured (SIMSEARCH_ADMIN_KEYS / _API_KEYS_FILE)
 GET  /health/live    the process answers
 GET  /health/ready   a version is loaded (see `ShardService.readiness`)
 GET  /metrics        Prometheus
@@ -23,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
 import simsearch
+from simsearch.common.apikeys import KeySource, authorize
 from simsearch.common.errors import ConfigError, InvalidParameter
 from simsearch.common.http import (
     JsonFastPath,
@@ -95,6 +97,17 @@ async def get_service(request: Request) -> ShardService:
 
 
 ServiceDep = Annotated[ShardService, Depends(get_service)]
+
+
+async def require_admin_key(request: Request) -> None:
+    """With keys configured, `/admin/reload` needs an admin key (401 none or unknown, 403 a
+    search key); with none it stays open: shards are internal, reachable from the router
+    only (the chart's NetworkPolicy), and local mode has no keys."""
+    keys: KeySource = request.app.state.keys
+    authorize(keys, request.headers, "admin")
+
+
+AdminDep = Depends(require_admin_key)
 ReloadTimeout = Annotated[
     float,
     Query(
@@ -128,6 +141,7 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         await asyncio.to_thread(close_topology, running.topology)
 
     app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
+    app.state.keys = settings.key_source()
 
     async def fast_search(body: bytes, _scope: Scope) -> bytes:
         """`POST /search` without FastAPI's routing layers (see `JsonFastPath`)."""
@@ -174,6 +188,7 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         "/admin/reload",
         response_model=ShardReload,
         responses={202: {"model": ShardReload, "description": "the poll is still running"}},
+        dependencies=[AdminDep],
     )
     async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> JSONResponse:
         """Poll CURRENT now instead of in up to `poll_s`: 200 once that poll finished,

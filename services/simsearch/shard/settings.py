@@ -15,12 +15,17 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from simsearch.common.settings import ServiceSettings
+from simsearch.common.apikeys import KeySettings
 from simsearch.shard.topology import parse_ordinal
 
 
-class ShardSettings(ServiceSettings):
-    """Where the index is, who this shard is, how it learns the cluster size, search limits."""
+class ShardSettings(KeySettings):
+    """Where the index is, who this shard is, how it learns the cluster size, search limits.
+
+    Keys (`SIMSEARCH_ADMIN_KEYS`, `SIMSEARCH_API_KEYS_FILE`, from `KeySettings`) guard only
+    `/admin/reload`: `/search`, `/items` and `/info` are the router's, behind the
+    NetworkPolicy, and a key check there would cost every query.
+    """
 
     port: int = Field(8002, ge=1, le=65535)
     store: str = Field(

@@ -88,6 +88,8 @@
         return apiKey
           ? ['The API key was not accepted. Check it and search again.', '']
           : ['This router needs an API key: enter it in the API key field and search again.', ''];
+      case status === 429 || code === 'rate_limited':
+        return ['Too many searches in a short time: wait a moment and search again.', detail];
       case status === 413 || code === 'payload_too_large' || code === 'image_too_large':
         return ['The file is too large for this service.', detail];
       case status === 415 || code === 'unsupported_media_type':
