@@ -83,10 +83,11 @@ class PhotoLike:
         spread = self.scale * np.sqrt(1 - within)
         self.centres = (rng.standard_normal((centres, rank)) * spread).astype(np.float32)
 
-    def draw(self, n: int, seed: int) -> np.ndarray:
+    def draw(self, n: int, seed: int, out: np.ndarray | None = None) -> np.ndarray:
+        """`n` unit vectors (into `out` when given, e.g. a memory map for 3M × 1280-d)."""
         rng = np.random.default_rng(seed)
         dim = self.components.shape[1]
-        out = np.empty((n, dim), np.float32)
+        out = np.empty((n, dim), np.float32) if out is None else out
         for start in range(0, n, 50_000):
             m = min(50_000, n - start)
             z = self.centres[rng.integers(0, len(self.centres), m)]

@@ -57,11 +57,20 @@ def clustered(n: int, dim: int, seed: int, centres: int = 1000) -> np.ndarray:
     return out
 
 
-def ground_truth(x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Exact top-K ids (row numbers) by inner product, in blocks."""
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    return index.search(q, K)[1]
+def ground_truth(x: np.ndarray, q: np.ndarray, block: int = 131_072) -> np.ndarray:
+    """Exact top-K rows by inner product, block by block (x may be a 15 GB memory map)."""
+    best_s = np.full((len(q), K), -np.inf, np.float32)
+    best_i = np.zeros((len(q), K), np.int64)
+    for start in range(0, len(x), block):
+        scores = q @ np.asarray(x[start : start + block], np.float32).T
+        keep = min(K, scores.shape[1])
+        part = np.argpartition(-scores, keep - 1, axis=1)[:, :keep]  # this block's best
+        both_s = np.concatenate([best_s, np.take_along_axis(scores, part, 1)], axis=1)
+        both_i = np.concatenate([best_i, part + start], axis=1)
+        top = np.argsort(-both_s, axis=1, kind="stable")[:, :K]
+        best_s = np.take_along_axis(both_s, top, 1)
+        best_i = np.take_along_axis(both_i, top, 1)
+    return best_i
 
 
 def scoring_space(template: Template, x: np.ndarray, dtype: str) -> np.ndarray:
@@ -297,6 +306,11 @@ def main() -> None:
         help="write base.npy, queries.npy, gt.npy (raw-space exact top-10 rows) to --workdir "
         "for peers_bench.py: the peers then search the same vectors and queries",
     )
+    parser.add_argument(
+        "--memmap",
+        action="store_true",
+        help="photo-like vectors in WORKDIR/x.npy, memory-mapped (for n that does not fit RAM)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -314,7 +328,18 @@ def main() -> None:
         from recall_curve import PhotoLike, real_embeddings  # a sibling script
 
         gen = PhotoLike(real_embeddings(args.workdir / "real.npy"), centres=20_000, within=0.35)
-        x, q = gen.draw(args.n, seed=1), gen.draw(args.queries, seed=2)
+        q = gen.draw(args.queries, seed=2)
+        if args.memmap:  # the vectors on disk: 3M × 1280-d float32 is 15 GB
+            args.workdir.mkdir(parents=True, exist_ok=True)
+            path = args.workdir / "x.npy"
+            if args.reuse and path.exists():
+                x = np.load(path, mmap_mode="r")
+            else:
+                x = np.lib.format.open_memmap(path, "w+", np.float32, (args.n, args.dim))
+                gen.draw(args.n, seed=1, out=x)
+                x.flush()
+        else:
+            x = gen.draw(args.n, seed=1)
     else:
         x = clustered(args.n, args.dim, seed=1)
         q = clustered(args.queries, args.dim, seed=2)
