@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 
 import simsearch
+from simsearch.common.apidoc import error_responses
 from simsearch.common.errors import ConfigError, InvalidParameter
 from simsearch.common.http import (
     JsonFastPath,
@@ -30,6 +31,7 @@ from simsearch.common.http import (
     install_error_handlers,
     metrics_router,
 )
+from simsearch.common.ids import MAX_ID
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.common.telemetry import HttpMetrics
@@ -94,6 +96,10 @@ async def get_service(request: Request) -> ShardService:
 
 
 ServiceDep = Annotated[ShardService, Depends(get_service)]
+# the id range in the schema only: an id outside it keeps its 400 naming the range
+ItemIdPath = Annotated[
+    int, Path(json_schema_extra={"format": "int64", "minimum": 0, "maximum": MAX_ID})
+]
 ReloadTimeout = Annotated[
     float,
     Query(
@@ -148,7 +154,7 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(http_metrics))
 
-    @app.post("/search", response_model=ShardCandidates)
+    @app.post("/search", response_model=ShardCandidates, responses=error_responses(400, 409, 422))
     async def search(body: ShardSearchRequest, service: ServiceDep) -> Response:
         """Top k·refine candidates of each query over exactly the partitions named.
 
@@ -157,9 +163,13 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         found = await service.search(body)
         return Response(found.model_dump_json(), media_type="application/json")
 
-    @app.get("/items/{item_id}", response_model=ShardItem)
+    @app.get(
+        "/items/{item_id}",
+        response_model=ShardItem,
+        responses=error_responses(400, 404, 409, 422),
+    )
     async def item(
-        item_id: int, service: ServiceDep, version: Annotated[str | None, Query()] = None
+        item_id: ItemIdPath, service: ServiceDep, version: Annotated[str | None, Query()] = None
     ) -> ShardItem:
         """One indexed image: 404 if unknown, 409 if its partition is not served here."""
         return service.item(item_id, version)
@@ -172,7 +182,10 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
     @app.post(
         "/admin/reload",
         response_model=ShardReload,
-        responses={202: {"model": ShardReload, "description": "the poll is still running"}},
+        responses={
+            202: {"model": ShardReload, "description": "the poll is still running"},
+            **error_responses(422),
+        },
     )
     async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> JSONResponse:
         """Poll CURRENT now instead of in up to `poll_s`: 200 once that poll finished,
