@@ -43,4 +43,3 @@ def image_strategy(fmt: str) -> st.SearchStrategy[bytes]:
 
 for _media_type, _fmt in _FORMATS.items():
     schemathesis.openapi.media_type(_media_type, image_strategy(_fmt))
-
