@@ -88,6 +88,7 @@ def run_schemathesis(
     done = subprocess.run(
         command,
         env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
+        cwd=report_dir,  # its crash cache (.schemathesis/) goes there, not into the checkout
         capture_output=True,
         text=True,
         timeout=timeout_s,
