@@ -11,13 +11,16 @@ import asyncio
 import httpx
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simsearch.common.errors import CorruptImage, Overloaded
 from simsearch.common.http import (
     RequestContextMiddleware,
     health_router,
+    http_error_code,
     install_error_handlers,
     metrics_router,
+    read_file_parts,
 )
 from simsearch.common.telemetry import HttpMetrics, current_request_id
 
@@ -124,3 +127,97 @@ def test_health_and_metrics_endpoints() -> None:
     call(app, "GET", "/items/5")
     text = call(app, "GET", "/metrics").text
     assert 'route="/items/{item_id}"' in text
+
+
+# --- framework errors and multipart bodies in the uniform error body (issue #12) ------
+
+
+def make_upload_app(max_files: int = 2) -> FastAPI:
+    app = make_app()
+
+    @app.post("/files")
+    async def files(request: Request) -> dict[str, list[int]]:
+        parts = await read_file_parts(request, ("file", "files"), max_files, max_fields=4)
+        return {"sizes": [len(p) for p in parts]}
+
+    return app
+
+
+def assert_uniform(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"status", "error", "detail", "request_id"}, body
+    assert body["status"] == "error" and body["error"] == code
+    assert isinstance(body["detail"], str) and body["detail"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def test_unknown_routes_and_methods_get_the_uniform_body_and_keep_allow() -> None:
+    app = make_app()
+    body = assert_uniform(call(app, "GET", "/nowhere"), 404, "not_found")
+    assert "/nowhere" in str(body["detail"])
+    wrong = call(app, "DELETE", "/items/5")
+    body = assert_uniform(wrong, 405, "method_not_allowed")
+    assert wrong.headers["allow"] == "GET" and "GET" in str(body["detail"])
+
+
+def test_framework_http_errors_keep_their_status_and_detail() -> None:
+    app = make_app()
+
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise StarletteHTTPException(418, detail="short and stout")
+
+    body = assert_uniform(call(app, "GET", "/teapot"), 418, "i_m_a_teapot")
+    assert body["detail"] == "short and stout"
+    assert http_error_code(599) == "http_error"
+
+
+def test_file_parts_are_read_by_name_in_order() -> None:
+    files = [
+        ("file", ("a.jpg", b"aa", "image/jpeg")),
+        ("other", ("b.jpg", b"bbb", "image/jpeg")),  # not a name the route reads
+        ("files", ("c.jpg", b"c", "image/jpeg")),
+    ]
+    response = call(make_upload_app(max_files=3), "POST", "/files", files=files)
+    assert response.json() == {"sizes": [2, 1]}
+
+
+def test_malformed_multipart_bodies_are_400_malformed_body() -> None:
+    app = make_upload_app()
+    no_boundary = call(
+        app, "POST", "/files", content=b"x", headers={"content-type": "multipart/form-data"}
+    )
+    assert "boundary" in str(assert_uniform(no_boundary, 400, "malformed_body")["detail"])
+    broken = call(
+        app,
+        "POST",
+        "/files",
+        content=b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert_uniform(broken, 400, "malformed_body")  # a part without a name
+    many = [("file", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(3)]
+    too_many = call(app, "POST", "/files", files=many)
+    assert "Too many files" in str(assert_uniform(too_many, 400, "malformed_body")["detail"])
+
+
+def test_missing_or_nameless_file_parts_say_what_is_wrong() -> None:
+    app = make_upload_app()
+    as_json = call(app, "POST", "/files", json={"file": "x"})
+    assert_uniform(as_json, 415, "unsupported_media_type")
+    field_only = call(app, "POST", "/files", files={"file": (None, b"no filename")})
+    body = assert_uniform(field_only, 400, "empty_input")
+    assert "no filename" in str(body["detail"])
+    other_name = call(app, "POST", "/files", files={"image": ("a.jpg", b"x")})
+    assert "'file' or 'files'" in str(assert_uniform(other_name, 400, "empty_input")["detail"])
+    upper = call(
+        app,
+        "POST",
+        "/files",
+        content=b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\nx'
+        b"\r\n--b--\r\n",
+        headers={"content-type": "Multipart/Form-Data; boundary=b"},
+    )
+    assert upper.json() == {"sizes": [1]}  # media types are case-insensitive

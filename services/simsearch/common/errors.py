@@ -6,6 +6,7 @@
     │   ├── CorruptImage               400  bytes claim an image format but do not decode
     │   ├── InvalidVector              400  wrong dimension, NaN/inf
     │   ├── InvalidParameter           400  k out of range, bad option
+    │   ├── MalformedBody              400  the body does not parse as its content type
     │   ├── PayloadTooLarge            413  over the byte limit
     │   ├── ImageTooLarge              413  over the pixel limit (decompression bomb)
     │   └── UnsupportedMediaType       415  not an image format we decode
@@ -87,6 +88,13 @@ class NoImages(InvalidParameter):
     """An index build found no image under its images root (nothing to publish)."""
 
     code = "no_images"
+
+
+class MalformedBody(BadInput):
+    """The body does not parse as its declared content type (broken multipart, no boundary,
+    too many parts), caught before any domain code sees it."""
+
+    code = "malformed_body"
 
 
 class PayloadTooLarge(BadInput):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -18,9 +20,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from simsearch.common.errors import PayloadTooLarge, SimsearchError
+from simsearch.common.apidoc import ReadyBody, install_openapi
+from simsearch.common.errors import (
+    EmptyInput,
+    MalformedBody,
+    PayloadTooLarge,
+    SimsearchError,
+    UnsupportedMediaType,
+)
 from simsearch.common.telemetry import (
     REQUEST_ID_HEADER,
     HttpMetrics,
@@ -48,11 +60,11 @@ def error_body(err: SimsearchError) -> dict[str, Any]:
 
 
 def _json_error(
-    status: int, code: str, detail: Any, headers: dict[str, str] | None = None
+    status: int, code: str, detail: Any, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = {"status": "error", "error": code, "detail": detail, "request_id": request_id_var.get()}
     # the middleware adds X-Request-ID
-    return JSONResponse(body, status_code=status, headers=headers or None)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class RequestContextMiddleware:
@@ -161,8 +173,47 @@ async def _empty_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+# Codes for the errors Starlette/FastAPI raise themselves (no route, wrong method, a body
+# their parsers refuse); any other status gets its HTTP phrase in snake case.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_input"}
+
+
+def http_error_code(status: int) -> str:
+    """The `error` code of a framework-raised HTTP error (see `_HTTP_CODES`)."""
+    if status in _HTTP_CODES:
+        return _HTTP_CODES[status]
+    try:
+        return re.sub(r"[^a-z0-9]+", "_", HTTPStatus(status).phrase.lower()).strip("_")
+    except ValueError:
+        return "http_error"
+
+
+def _http_error_detail(request: Request, exc: StarletteHTTPException) -> str:
+    """The framework's detail, or — where it is only the status phrase — what was wrong."""
+    detail = str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        return f"no route {request.url.path}"
+    if exc.status_code == 405 and detail == "Method Not Allowed":
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+    return detail
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the exception tree to status codes (bugs become a 500 in the middleware)."""
+    """Map the exception tree to status codes (bugs become a 500 in the middleware).
+
+    Errors the framework raises itself (an unknown route, a method not allowed, a body
+    its parsers refuse) get the same body as ours, headers (`Allow`) kept; the OpenAPI
+    document is rewritten to declare that body (`simsearch.common.apidoc`).
+    """
+    install_openapi(app)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (204, 304):  # no body allowed
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        detail = _http_error_detail(request, exc)
+        return _json_error(exc.status_code, http_error_code(exc.status_code), detail, exc.headers)
 
     @app.exception_handler(SimsearchError)
     async def domain_error(_: Request, exc: SimsearchError) -> JSONResponse:
@@ -184,7 +235,11 @@ def health_router(ready: ReadinessCheck) -> APIRouter:
     async def live() -> dict[str, str]:
         return {"status": "alive"}
 
-    @router.get("/health/ready")
+    @router.get(
+        "/health/ready",
+        response_model=ReadyBody,
+        responses={503: {"model": ReadyBody, "description": "Not ready; the detail says why."}},
+    )
     async def readiness() -> JSONResponse:
         ok, reason = ready()
         body = {"status": "ready" if ok else "not_ready", "detail": reason}
@@ -197,11 +252,54 @@ def metrics_router(metrics: HttpMetrics) -> APIRouter:
     """`/metrics` in the Prometheus text format, from the app's own registry."""
     router = APIRouter(tags=["metrics"])
 
-    @router.get("/metrics")
+    @router.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics_endpoint() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+async def read_file_parts(
+    request: Request, names: tuple[str, ...], max_files: int, max_fields: int
+) -> list[bytes]:
+    """The bytes of every file part named one of `names`, in order (other parts are ignored).
+
+    Refused with the uniform error body: not multipart (415); a body the multipart parser
+    refuses — no boundary, broken framing, more than `max_files` files or `max_fields`
+    fields (400 `malformed_body`); no file part of those names (400 `empty_input`), with
+    the reason when such a part came without a filename (a plain field, not a file).
+    """
+    wanted = " or ".join(f"'{name}'" for name in names)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise UnsupportedMediaType(
+            f"expected multipart/form-data with file parts named {wanted}, got "
+            f"{content_type or 'no content type'}"
+        )
+    try:
+        async with request.form(max_files=max_files, max_fields=max_fields) as form:
+            parts = [(k, v) for k, v in form.multi_items() if k in names]
+            uploads = [v for _, v in parts if isinstance(v, UploadFile)]
+            if not uploads:
+                raise EmptyInput(_no_file_reason(parts, wanted))
+            return [await upload.read() for upload in uploads]
+    except MultiPartException as exc:  # raised as is outside an app (`"app" not in scope`)
+        raise MalformedBody(f"multipart body refused: {exc.message}") from None
+    except StarletteHTTPException as exc:  # Starlette wraps its parser's refusals in a 400
+        raise MalformedBody(f"multipart body refused: {exc.detail}") from None
+
+
+def _no_file_reason(parts: list[tuple[str, Any]], wanted: str) -> str:
+    if parts:  # a part of the right name without a filename is a form field to the parser
+        return (
+            f"part '{parts[0][0]}' has no filename, so it is a form field, not a file: send "
+            'it as a file part (Content-Disposition: form-data; name="…"; filename="…")'
+        )
+    return f"no file in the request: send the image in a file part named {wanted}"
 
 
 JsonHandler = Callable[[bytes, Scope], Awaitable[bytes]]

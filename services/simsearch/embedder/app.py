@@ -19,15 +19,16 @@ import numpy as np
 import torch
 from fastapi import Depends, FastAPI, Query, Request
 from prometheus_client import CollectorRegistry
-from starlette.datastructures import UploadFile
 
 import simsearch
-from simsearch.common.errors import EmptyInput, InvalidParameter, UnsupportedMediaType
+from simsearch.common.apidoc import binary_part, error_responses, multipart_body
+from simsearch.common.errors import InvalidParameter
 from simsearch.common.http import (
     RequestContextMiddleware,
     health_router,
     install_error_handlers,
     metrics_router,
+    read_file_parts,
 )
 from simsearch.common.telemetry import HttpMetrics
 from simsearch.common.wire import (
@@ -94,17 +95,16 @@ def respond(
 
 async def read_uploads(request: Request, max_files: int) -> list[bytes]:
     """The bytes of every file part (`file` or `files`), in order; 4xx when there is none."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise UnsupportedMediaType(
-            f"expected multipart/form-data with parts named 'file' or 'files', got "
-            f"{content_type or 'no content type'}"
-        )
-    async with request.form(max_files=max_files, max_fields=max_files) as form:
-        uploads = [v for k, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise EmptyInput("no file in the request: send parts named 'file' or 'files'")
-        return [await upload.read() for upload in uploads]
+    return await read_file_parts(request, ("file", "files"), max_files, max_fields=max_files)
+
+
+# `file` is declared as one binary part, repeated for many: on the wire one part and a
+# one-item array are the same bytes, so an array schema would call valid requests invalid.
+_EMBED_BODY = multipart_body(
+    {"file": binary_part("An image (JPEG, PNG, WebP, GIF, BMP, TIFF).")},
+    description="One or more file parts named `file` (repeat the part for several images; "
+    "`files` is accepted too), at most SIMSEARCH_MAX_FILES; vectors come back in part order.",
+)
 
 
 def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> FastAPI:
@@ -137,7 +137,13 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(http_metrics))
 
-    @app.post("/embed", response_model=EmbedResponse, response_model_exclude_none=True)
+    @app.post(
+        "/embed",
+        response_model=EmbedResponse,
+        response_model_exclude_none=True,
+        openapi_extra=_EMBED_BODY,
+        responses=error_responses(400, 413, 415, 422, 503),
+    )
     async def embed(
         request: Request, service: ServiceDep, encoding: Annotated[VectorEncoding, Query()] = "json"
     ) -> EmbedResponse:
@@ -145,7 +151,12 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
         blobs = await read_uploads(request, settings.max_files)
         return respond(service, await service.embed_many(blobs), encoding)
 
-    @app.post("/embed/keys", response_model=EmbedResponse, response_model_exclude_none=True)
+    @app.post(
+        "/embed/keys",
+        response_model=EmbedResponse,
+        response_model_exclude_none=True,
+        responses=error_responses(400, 422, 503),
+    )
     async def embed_keys(body: EmbedKeysRequest, service: ServiceDep) -> EmbedResponse:
         """Embed objects the embedder fetches itself; failed keys are listed in `errors`."""
         if len(body.keys) > settings.max_files:

@@ -30,11 +30,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
 import simsearch
-from simsearch.common.errors import EmptyInput, UnsupportedMediaType
+from simsearch.common.apidoc import binary_part, error_responses, multipart_body
 from simsearch.common.http import (
     JsonFastPath,
     JsonHandler,
@@ -42,6 +41,7 @@ from simsearch.common.http import (
     health_router,
     install_error_handlers,
     metrics_router,
+    read_file_parts,
 )
 from simsearch.common.telemetry import HttpMetrics
 from simsearch.router import status
@@ -83,7 +83,11 @@ ImageSearchGuard = Depends(guard("image_search"))
 ImagesGuard = Depends(guard("images"))
 AdminKey = Annotated[str | None, Depends(guard("admin"))]
 IdPath = Annotated[int, Path(description="An image id (from a search result).")]
-KQuery = Annotated[int | None, Query(description="Results to return (1..SIMSEARCH_MAX_K).")]
+KQuery = Annotated[
+    int | None,
+    # minimum in the schema only: k=0 keeps its 400 naming the allowed range
+    Query(description="Results to return (1..SIMSEARCH_MAX_K).", json_schema_extra={"minimum": 1}),
+]
 StrictQuery = Annotated[bool, Query(description="503 instead of a partial answer.")]
 NprobeQuery = Annotated[int | None, Query(ge=1, le=65536, description="Override nprobe.")]
 RefineQuery = Annotated[int | None, Query(ge=1, le=100, description="Override refine.")]
@@ -100,18 +104,9 @@ def respond(searched: Searched, request: Request) -> SearchResponse:
 
 
 async def read_upload(request: Request) -> bytes:
-    """The bytes of the one file part (`file`), refusing anything that is not multipart."""
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise UnsupportedMediaType(
-            "expected multipart/form-data with the image in a part named 'file', got "
-            f"{content_type or 'no content type'}"
-        )
-    async with request.form(max_files=1, max_fields=16) as form:
-        uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not uploads:
-            raise EmptyInput("no file in the request: send the image in a part named 'file'")
-        return await uploads[0].read()
+    """The bytes of the one file part (`file`); 4xx with the uniform body for anything else."""
+    parts = await read_file_parts(request, ("file",), max_files=1, max_fields=16)
+    return parts[0]
 
 
 def _build_service(
@@ -276,6 +271,10 @@ _VECTOR_BODY = {
         "content": {"application/json": {"schema": VectorQuery.model_json_schema()}},
     }
 }
+_IMAGE_BODY = multipart_body(
+    {"file": binary_part("The query image (JPEG, PNG, WebP, GIF, BMP, TIFF).")},
+    description="One file part named `file` (with a filename); other parts are ignored.",
+)
 
 
 def _add_search_routes(app: FastAPI) -> None:
@@ -284,6 +283,7 @@ def _add_search_routes(app: FastAPI) -> None:
         response_model=SearchResponse | BatchSearchResponse,
         dependencies=[VectorGuard],
         openapi_extra=_VECTOR_BODY,
+        responses=error_responses(400, 401, 413, 422, 429, 502, 503),
     )
     async def search_vector(
         body: Annotated[VectorQuery, Depends(parse_vector_query)],
@@ -299,7 +299,13 @@ def _add_search_routes(app: FastAPI) -> None:
         answer = await vector_answer(body, request, service, strict)
         return Response(answer, media_type="application/json")
 
-    @app.post("/search/image", response_model=SearchResponse, dependencies=[ImageSearchGuard])
+    @app.post(
+        "/search/image",
+        response_model=SearchResponse,
+        dependencies=[ImageSearchGuard],
+        openapi_extra=_IMAGE_BODY,
+        responses=error_responses(400, 401, 413, 415, 422, 429, 502, 503),
+    )
     async def search_image(
         request: Request,
         service: ServiceDep,
@@ -313,7 +319,12 @@ def _add_search_routes(app: FastAPI) -> None:
         searched = await service.search_image(blob, Knobs(k, nprobe, refine, strict))
         return respond(searched, request)
 
-    @app.get("/search/similar/{id}", response_model=SearchResponse, dependencies=[VectorGuard])
+    @app.get(
+        "/search/similar/{id}",
+        response_model=SearchResponse,
+        dependencies=[VectorGuard],
+        responses=error_responses(400, 401, 404, 422, 429, 502, 503),
+    )
     async def search_similar(
         id: IdPath,
         request: Request,
@@ -331,7 +342,11 @@ def _add_search_routes(app: FastAPI) -> None:
         "/images/{id}",
         dependencies=[ImagesGuard],
         response_class=Response,
-        responses={200: {"content": {"image/*": {}}}, 307: {"description": "presigned URL"}},
+        responses={
+            200: {"content": {"image/*": {}}},
+            307: {"description": "presigned URL"},
+            **error_responses(401, 404, 413, 422, 429, 503),
+        },
     )
     async def image(id: IdPath, service: ServiceDep) -> Response:
         """The indexed image's bytes (content type from its magic bytes) or a redirect."""
@@ -361,7 +376,11 @@ def _add_status_routes(app: FastAPI) -> None:
 
 
 def _add_admin_routes(app: FastAPI) -> None:
-    @app.post("/admin/reload", response_model=ReloadResponse)
+    @app.post(
+        "/admin/reload",
+        response_model=ReloadResponse,
+        responses=error_responses(401, 403, 422, 429),
+    )
     async def reload(
         key: AdminKey, service: ServiceDep, timeout_s: ReloadTimeout = 30.0
     ) -> ReloadResponse:

@@ -36,13 +36,29 @@ __all__ = [
 
 
 class VectorQuery(BaseModel):
-    """`POST /search/vector`: one `vector`, or several `vectors` searched as one batch."""
+    """`POST /search/vector`: one `vector`, or several `vectors` searched as one batch.
 
-    model_config = ConfigDict(extra="forbid")
+    The schema says "exactly one of" too (`oneOf`), so the documented contract refuses what
+    `_one_of` refuses: a body with neither, or with both, is not schema-valid.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": "array"}}}
+                for name in ("vector", "vectors")
+            ]
+        },
+    )
 
     vector: list[float] | None = Field(None, description="One query vector (index dim).")
     vectors: list[list[float]] | None = Field(None, description="Several query vectors.")
-    k: int | None = Field(None, description="Results per query; default SIMSEARCH_DEFAULT_K.")
+    k: int | None = Field(
+        None,
+        description="Results per query (1..SIMSEARCH_MAX_K); default SIMSEARCH_DEFAULT_K.",
+        json_schema_extra={"minimum": 1},  # schema only: k=0 keeps its 400 naming the range
+    )
     nprobe: int | None = Field(None, ge=1, le=65536, description="Override the index's nprobe.")
     refine: int | None = Field(None, ge=1, le=100, description="Override the index's refine.")
 

@@ -18,12 +18,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
 import simsearch
+from simsearch.common.apidoc import error_responses
 from simsearch.common.apikeys import KeySource, authorize
 from simsearch.common.errors import ConfigError, InvalidParameter
 from simsearch.common.http import (
@@ -33,6 +34,7 @@ from simsearch.common.http import (
     install_error_handlers,
     metrics_router,
 )
+from simsearch.common.ids import MAX_ID
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.common.telemetry import HttpMetrics
@@ -108,6 +110,12 @@ async def require_admin_key(request: Request) -> None:
 
 
 AdminDep = Depends(require_admin_key)
+
+
+# the id range in the schema only: an id outside it keeps its 400 naming the range
+ItemIdPath = Annotated[
+    int, Path(json_schema_extra={"format": "int64", "minimum": 0, "maximum": MAX_ID})
+]
 ReloadTimeout = Annotated[
     float,
     Query(
@@ -163,7 +171,7 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(http_metrics))
 
-    @app.post("/search", response_model=ShardCandidates)
+    @app.post("/search", response_model=ShardCandidates, responses=error_responses(400, 409, 422))
     async def search(body: ShardSearchRequest, service: ServiceDep) -> Response:
         """Top k·refine candidates of each query over exactly the partitions named.
 
@@ -172,9 +180,13 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         found = await service.search(body)
         return Response(found.model_dump_json(), media_type="application/json")
 
-    @app.get("/items/{item_id}", response_model=ShardItem)
+    @app.get(
+        "/items/{item_id}",
+        response_model=ShardItem,
+        responses=error_responses(400, 404, 409, 422),
+    )
     async def item(
-        item_id: int, service: ServiceDep, version: Annotated[str | None, Query()] = None
+        item_id: ItemIdPath, service: ServiceDep, version: Annotated[str | None, Query()] = None
     ) -> ShardItem:
         """One indexed image: 404 if unknown, 409 if its partition is not served here."""
         return service.item(item_id, version)
@@ -187,7 +199,10 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
     @app.post(
         "/admin/reload",
         response_model=ShardReload,
-        responses={202: {"model": ShardReload, "description": "the poll is still running"}},
+        responses={
+            202: {"model": ShardReload, "description": "the poll is still running"},
+            **error_responses(401, 403, 422),
+        },
         dependencies=[AdminDep],
     )
     async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> JSONResponse:

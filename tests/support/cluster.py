@@ -1,0 +1,146 @@
+"""A small real cluster for black-box tests: 2 shards, an embedder, a router, a moto S3.
+
+The same layout as `tests/integration/test_router_service.py` builds (300 random unit
+vectors of dim 1280, exact IVF1,Flat, P=8, written by the indexer's own writer to a
+file:// store; three real photos in a moto bucket under the manifest's source; the
+embedder with random weights), as one context manager, so a test that needs "a running
+cluster" and `scripts/fuzz.sh` do not each grow their own copy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import numpy as np
+
+from simsearch.common.ids import key_ids
+from simsearch.common.layout import IndexLayout, ModelInfo
+from simsearch.common.storage import open_store
+from simsearch.indexer.writer import write_index
+from tests.support.procs import Service, wait_ready
+from tests.support.s3server import free_port, stop_process
+
+N, DIM, P = 300, 1280, 8
+MODEL = "efficientnet-lite0"  # what the embedder (random weights) reports
+BUCKET = "fuzz-photos"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples" / "flowers" / "images"
+AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass
+class SmallCluster:
+    """The running services and what the index holds."""
+
+    router: Service
+    shards: list[Service]
+    embedder: Service
+    version: str
+    ids: np.ndarray
+
+
+def spawn(role: str, env: dict[str, str]) -> Service:
+    """`simsearch serve ROLE` on a fresh loopback port, not waited for (start in parallel)."""
+    port = free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}-{port}.log"
+    # this checkout's code, not whatever `simsearch` the environment has installed
+    path = os.pathsep.join(p for p in (str(ROOT / "services"), os.environ.get("PYTHONPATH")) if p)
+    full_env = {
+        **os.environ,
+        **AWS,
+        "PYTHONPATH": path,
+        "SIMSEARCH_HOST": "127.0.0.1",
+        "SIMSEARCH_PORT": str(port),
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "simsearch.cli", "serve", role],
+            env={**full_env, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return Service(f"http://127.0.0.1:{port}", process, log_path)
+
+
+def _write_images(s3_endpoint: str, paths: list[str]) -> None:
+    """Three real photos under the first three keys; the other keys have no object."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=BUCKET)
+    for key, photo in zip(paths, sorted(SAMPLES.glob("*/*.jpg"))[:3], strict=False):
+        s3.put_object(Bucket=BUCKET, Key=f"lib/{key}", Body=photo.read_bytes())
+
+
+def _write_index(store_uri: str) -> tuple[str, np.ndarray]:
+    paths = [f"photos/{i:04d}.jpg" for i in range(N)]
+    ids = key_ids(paths)
+    x = np.random.default_rng(3).standard_normal((N, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    manifest = write_index(
+        IndexLayout(open_store(store_uri)), ids, x, paths, ModelInfo(name=MODEL, dim=DIM),
+        partitions=P, source=f"s3://{BUCKET}/lib",
+    )  # fmt: skip
+    return manifest.version, ids
+
+
+@contextmanager
+def small_cluster(s3_endpoint: str, root: Path) -> Iterator[SmallCluster]:
+    """Start the whole cluster on loopback; every process is stopped on the way out."""
+    store_uri = (root / "store").as_uri()
+    version, ids = _write_index(store_uri)
+    _write_images(s3_endpoint, [f"photos/{i:04d}.jpg" for i in range(N)])
+    with ExitStack() as stack:
+
+        def started(service: Service) -> Service:
+            stack.callback(stop_process, service.process)
+            return service
+
+        embedder = started(
+            spawn("embedder", {"SIMSEARCH_WEIGHTS": "random", "SIMSEARCH_TORCH_THREADS": "1"})
+        )
+        shards = [
+            started(
+                spawn(
+                    "shard",
+                    {
+                        "SIMSEARCH_STORE": store_uri,
+                        "SIMSEARCH_SHARD_ORDINAL": str(o),
+                        "SIMSEARCH_REPLICAS": "2",
+                        "SIMSEARCH_POLL_S": "1",
+                        "SIMSEARCH_CACHE_DIR": str(root / f"cache-{o}"),
+                    },
+                )
+            )
+            for o in range(2)
+        ]
+        for shard in shards:
+            wait_ready(shard, "/health/ready", 60)
+        router_env = {
+            "SIMSEARCH_SHARDS": ",".join(s.url for s in shards),
+            "SIMSEARCH_STORE": store_uri,  # the manifest's source is the images root
+            "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint,
+            "SIMSEARCH_EMBEDDER_URL": embedder.url,
+            "SIMSEARCH_POLL_S": "0.2",
+            "SIMSEARCH_TIMEOUT_MS": "3000",
+        }
+        router = started(spawn("router", router_env))
+        wait_ready(router, "/health/ready", 30)
+        wait_ready(embedder, "/health/ready", 90)
+        yield SmallCluster(router, shards, embedder, version, ids)
