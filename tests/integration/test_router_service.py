@@ -10,53 +10,24 @@ sharded answer must equal brute force over the same vectors. Then one shard is k
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, ModelInfo
 from simsearch.common.placement import partitions_for
-from simsearch.common.storage import open_store
 from simsearch.common.wire import decode_vectors
-from simsearch.indexer.writer import write_index
+from tests.support.cluster import DIM, MODEL, N, P, SmallCluster, small_cluster, spawn
 from tests.support.procs import Service, wait_ready
 from tests.support.s3server import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
-N, DIM, P, K = 300, 1280, 8, 10
-MODEL = "efficientnet-lite0"  # what the embedder (random weights) reports
-BUCKET = "router-photos"
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-def spawn(role: str, env: dict[str, str], port: int | None = None) -> Service:
-    """`simsearch serve ROLE` on `port` (a fresh one by default), not waited for."""
-    port = port or free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}-{port}.log"
-    full_env = {**os.environ, **AWS, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port)}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "simsearch.cli", "serve", role],
-            env={**full_env, **env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return Service(f"http://127.0.0.1:{port}", process, log_path)
+K = 10
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -69,84 +40,13 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
-@dataclass
-class Cluster:
-    router: Service
-    shards: list[Service]
-    embedder: Service
-    shard_env: Callable[[int], dict[str, str]]
-    version: str
-    ids: np.ndarray
-    vectors: np.ndarray  # unit rows, as indexed
-    paths: list[str]
-    images: dict[str, bytes]  # key -> bytes stored in the bucket (a few of the keys)
-    router_env: dict[str, str]
-
-
-def write_images(s3_endpoint: str, paths: list[str]) -> dict[str, bytes]:
-    """Three real photos under the first three keys; the other keys have no object."""
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1", **_creds())
-    s3.create_bucket(Bucket=BUCKET)
-    photos = sorted(SAMPLES.glob("*/*.jpg"))[:3]
-    stored = {key: photo.read_bytes() for key, photo in zip(paths, photos, strict=False)}
-    for key, data in stored.items():
-        s3.put_object(Bucket=BUCKET, Key=f"lib/{key}", Body=data)
-    return stored
-
-
-def _creds() -> dict[str, str]:
-    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+Cluster = SmallCluster
 
 
 @pytest.fixture(scope="module")
 def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("router-index")
-    store_uri = (root / "store").as_uri()
-    paths = [f"photos/{i:04d}.jpg" for i in range(N)]
-    ids = key_ids(paths)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((N, DIM)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    manifest = write_index(
-        IndexLayout(open_store(store_uri)), ids, x, paths, ModelInfo(name=MODEL, dim=DIM),
-        partitions=P, source=f"s3://{BUCKET}/lib",
-    )  # fmt: skip
-    images = write_images(s3_endpoint, paths)
-
-    def shard_env(ordinal: int) -> dict[str, str]:
-        return {
-            "SIMSEARCH_STORE": store_uri,
-            "SIMSEARCH_SHARD_ORDINAL": str(ordinal),
-            "SIMSEARCH_REPLICAS": "2",
-            "SIMSEARCH_POLL_S": "1",
-            "SIMSEARCH_CACHE_DIR": str(root / f"cache-{ordinal}"),
-        }
-
-    embedder = spawn("embedder", {"SIMSEARCH_WEIGHTS": "random", "SIMSEARCH_TORCH_THREADS": "1"})
-    shards = [spawn("shard", shard_env(o)) for o in range(2)]
-    started: list[Service] = [embedder, *shards]
-    try:
-        for shard in shards:
-            wait_ready(shard, "/health/ready", 60)
-        router_env = {
-            "SIMSEARCH_SHARDS": ",".join(s.url for s in shards),
-            "SIMSEARCH_STORE": store_uri,  # the manifest's source is the images root
-            "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint,
-            "SIMSEARCH_EMBEDDER_URL": embedder.url,
-            "SIMSEARCH_POLL_S": "0.2",
-            "SIMSEARCH_TIMEOUT_MS": "3000",
-        }
-        router = spawn("router", router_env)
-        started.append(router)
-        wait_ready(router, "/health/ready", 30)
-        wait_ready(embedder, "/health/ready", 90)
-        yield Cluster(
-            router, shards, embedder, shard_env, manifest.version, ids, x, paths, images,
-            router_env,
-        )  # fmt: skip
-    finally:
-        for service in [*started, *shards]:
-            stop_process(service.process)
+    with small_cluster(s3_endpoint, tmp_path_factory.mktemp("router-index")) as running:
+        yield running
 
 
 def brute(c: Cluster, q: np.ndarray, k: int = K) -> list[list[int]]:

@@ -1,10 +1,9 @@
 """A small real cluster for black-box tests: 2 shards, an embedder, a router, a moto S3.
 
-The same layout as `tests/integration/test_router_service.py` builds (300 random unit
-vectors of dim 1280, exact IVF1,Flat, P=8, written by the indexer's own writer to a
-file:// store; three real photos in a moto bucket under the manifest's source; the
-embedder with random weights), as one context manager, so a test that needs "a running
-cluster" and `scripts/fuzz.sh` do not each grow their own copy.
+300 random unit vectors of dim 1280 (exact IVF1,Flat, P=8) written by the indexer's own
+writer to a file:// store; three real photos in a moto bucket under the manifest's
+source; the embedder with random weights. One context manager, so the router tests, the
+fuzz pass and `scripts/fuzz.sh` do not each grow their own copy.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +41,24 @@ AWS = {
 
 @dataclass
 class SmallCluster:
-    """The running services and what the index holds."""
+    """The running services and what the index holds (tests may replace a shard)."""
 
     router: Service
     shards: list[Service]
     embedder: Service
     version: str
     ids: np.ndarray
+    vectors: np.ndarray  # unit rows, as indexed
+    paths: list[str]
+    images: dict[str, bytes]  # key -> bytes stored in the bucket (the first three keys)
+    shard_env: Callable[[int], dict[str, str]]
+    router_env: dict[str, str]
 
 
-def spawn(role: str, env: dict[str, str]) -> Service:
-    """`simsearch serve ROLE` on a fresh loopback port, not waited for (start in parallel)."""
-    port = free_port()
+def spawn(role: str, env: dict[str, str], port: int | None = None) -> Service:
+    """`simsearch serve ROLE` on `port` (a fresh loopback one by default), not waited for
+    (several start in parallel)."""
+    port = port or free_port()
     log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}-{port}.log"
     # this checkout's code, not whatever `simsearch` the environment has installed
     path = os.pathsep.join(p for p in (str(ROOT / "services"), os.environ.get("PYTHONPATH")) if p)
@@ -74,7 +79,7 @@ def spawn(role: str, env: dict[str, str]) -> Service:
     return Service(f"http://127.0.0.1:{port}", process, log_path)
 
 
-def _write_images(s3_endpoint: str, paths: list[str]) -> None:
+def _write_images(s3_endpoint: str, paths: list[str]) -> dict[str, bytes]:
     """Three real photos under the first three keys; the other keys have no object."""
     s3 = boto3.client(
         "s3",
@@ -84,12 +89,14 @@ def _write_images(s3_endpoint: str, paths: list[str]) -> None:
         aws_secret_access_key="testing",
     )
     s3.create_bucket(Bucket=BUCKET)
-    for key, photo in zip(paths, sorted(SAMPLES.glob("*/*.jpg"))[:3], strict=False):
-        s3.put_object(Bucket=BUCKET, Key=f"lib/{key}", Body=photo.read_bytes())
+    photos = sorted(SAMPLES.glob("*/*.jpg"))[:3]
+    stored = {key: photo.read_bytes() for key, photo in zip(paths, photos, strict=False)}
+    for key, data in stored.items():
+        s3.put_object(Bucket=BUCKET, Key=f"lib/{key}", Body=data)
+    return stored
 
 
-def _write_index(store_uri: str) -> tuple[str, np.ndarray]:
-    paths = [f"photos/{i:04d}.jpg" for i in range(N)]
+def _write_index(store_uri: str, paths: list[str]) -> tuple[str, np.ndarray, np.ndarray]:
     ids = key_ids(paths)
     x = np.random.default_rng(3).standard_normal((N, DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -97,39 +104,38 @@ def _write_index(store_uri: str) -> tuple[str, np.ndarray]:
         IndexLayout(open_store(store_uri)), ids, x, paths, ModelInfo(name=MODEL, dim=DIM),
         partitions=P, source=f"s3://{BUCKET}/lib",
     )  # fmt: skip
-    return manifest.version, ids
+    return manifest.version, ids, x
 
 
 @contextmanager
 def small_cluster(s3_endpoint: str, root: Path) -> Iterator[SmallCluster]:
     """Start the whole cluster on loopback; every process is stopped on the way out."""
     store_uri = (root / "store").as_uri()
-    version, ids = _write_index(store_uri)
-    _write_images(s3_endpoint, [f"photos/{i:04d}.jpg" for i in range(N)])
+    paths = [f"photos/{i:04d}.jpg" for i in range(N)]
+    version, ids, x = _write_index(store_uri, paths)
+    images = _write_images(s3_endpoint, paths)
+
+    def shard_env(ordinal: int) -> dict[str, str]:
+        return {
+            "SIMSEARCH_STORE": store_uri,
+            "SIMSEARCH_SHARD_ORDINAL": str(ordinal),
+            "SIMSEARCH_REPLICAS": "2",
+            "SIMSEARCH_POLL_S": "1",
+            "SIMSEARCH_CACHE_DIR": str(root / f"cache-{ordinal}"),
+        }
+
     with ExitStack() as stack:
+        running: list[Service] = []  # a test may replace a shard: stop whatever runs then
+        stack.callback(lambda: [stop_process(service.process) for service in running])
 
         def started(service: Service) -> Service:
-            stack.callback(stop_process, service.process)
+            running.append(service)
             return service
 
         embedder = started(
             spawn("embedder", {"SIMSEARCH_WEIGHTS": "random", "SIMSEARCH_TORCH_THREADS": "1"})
         )
-        shards = [
-            started(
-                spawn(
-                    "shard",
-                    {
-                        "SIMSEARCH_STORE": store_uri,
-                        "SIMSEARCH_SHARD_ORDINAL": str(o),
-                        "SIMSEARCH_REPLICAS": "2",
-                        "SIMSEARCH_POLL_S": "1",
-                        "SIMSEARCH_CACHE_DIR": str(root / f"cache-{o}"),
-                    },
-                )
-            )
-            for o in range(2)
-        ]
+        shards = [started(spawn("shard", shard_env(o))) for o in range(2)]
         for shard in shards:
             wait_ready(shard, "/health/ready", 60)
         router_env = {
@@ -143,4 +149,8 @@ def small_cluster(s3_endpoint: str, root: Path) -> Iterator[SmallCluster]:
         router = started(spawn("router", router_env))
         wait_ready(router, "/health/ready", 30)
         wait_ready(embedder, "/health/ready", 90)
-        yield SmallCluster(router, shards, embedder, version, ids)
+        cluster = SmallCluster(
+            router, shards, embedder, version, ids, x, paths, images, shard_env, router_env
+        )
+        yield cluster
+        running.extend(cluster.shards)  # replacements started by the test
