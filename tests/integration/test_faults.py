@@ -463,12 +463,14 @@ def test_a_killed_embedder_costs_image_search_only_and_recovers(env: Cluster) ->
 
 
 def corrupt(cluster: Cluster, s3_endpoint: str, partition: int) -> str:
-    """Overwrite the live version's features object of `partition` with garbage."""
+    """Overwrite the live version's features object of `partition` with garbage of the same
+    size (so only the sha256 can tell: the size check alone would not)."""
     layout = IndexLayout(open_store(cluster.store, S3Options(endpoint_url=s3_endpoint)))
     live = layout.current()
     assert live is not None
     ref = layout.load_manifest(live).partition_files[partition].features
-    layout.store.put(layout.resolve(ref), b"not an hdf5 file" * 1000)
+    garbage = np.random.default_rng(9).bytes(ref.size)
+    layout.store.put(layout.resolve(ref), garbage)
     return ref.key
 
 
@@ -511,7 +513,7 @@ def test_a_corrupt_partition_is_failed_served_by_its_other_holder_or_flagged(
     truth = {version: data}
     out2 = figures("corrupt_partition_r2", r2, q, truth, None, failed_reason=reason)
     out1 = figures("corrupt_partition_r1", r1, q, truth, None)
-    assert "sha256" in str(reason) or "size" in str(reason), reason
+    assert "does not match the manifest" in str(reason) and "sha256" in str(reason), reason
     assert out2["wrong"] == 0 and out2["failed"] == 0 and out2["partial"] == 0
     assert out1["wrong"] == 0 and out1["failed"] == 0 and out1["partial_unflagged"] == 0
     assert out1["partial"] == out1["sent"]
