@@ -323,10 +323,10 @@ def test_s3_stopped_during_shard_loading_serves_what_is_held_then_recovers(
     version = publish(env.store, env.s3_url, data)
     proxy = proxy_of(env)
     proxy.stop()
-    proxy.start(die_after_bytes=700_000)  # the store dies part-way through the downloads
+    proxy.start(die_after_bytes=1_000_000)  # the store dies part-way through the downloads
     shards = env.start_shards(2, 1)
     wait_for(lambda: not proxy.running(), 30, "the store to go down mid-load")
-    wait_for(lambda: all(shard_version(s).get("ready") for s in shards), 30, "some partitions")
+    wait_for(lambda: any(shard_version(s).get("ready") for s in shards), 30, "some partitions")
     held = [shard_version(s) for s in shards]
     not_ready = [set(h["loading"]) | set(h["failed"]) for h in held]  # type: ignore[call-overload]
     assert any(not_ready), held
@@ -625,13 +625,11 @@ def test_a_stopped_shard_with_hedging_fails_nothing_and_bounds_p99(env: Cluster)
     for router in (hedged, plain):
         with QueryLoad(router.url, q, RATE):
             time.sleep(1.0)  # warm: the hedge learns the shards' answer times
-    results: dict[str, list[Sample]] = {}
     shards[1].process.send_signal(signal.SIGSTOP)
-    try:
-        for name, router in (("hedged", hedged), ("plain", plain)):
-            with QueryLoad(router.url, q, RATE) as load:
-                time.sleep(3.0)
-            results[name] = load.stop()
+    try:  # both loads at once: each router meets the frozen shard before it polls it down
+        with QueryLoad(hedged.url, q, RATE) as on_load, QueryLoad(plain.url, q, RATE) as off_load:
+            time.sleep(3.0)
+        results = {"hedged": on_load.stop(), "plain": off_load.stop()}
     finally:
         shards[1].process.send_signal(signal.SIGCONT)
     truth = {version: data}
