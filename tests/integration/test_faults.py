@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 import pytest
 
-from simsearch.common.ids import key_ids, partition_of_many
+from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout, ModelInfo
 from simsearch.common.placement import partitions_for
 from simsearch.common.storage import S3Options, open_store
@@ -40,6 +40,7 @@ from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
 from tests.support.procs import Service, wait_ready
 from tests.support.s3server import free_port, stop_process
 from tests.support.tcpproxy import TcpProxy
+from tests.support.truth import is_exact
 
 pytestmark = pytest.mark.integration
 
@@ -79,32 +80,6 @@ def dataset(n: int = N, dim: int = DIM, seed: int = 0, prefix: str = "img") -> D
     return Dataset(key_ids(paths), x, paths)
 
 
-def is_exact(ranked: np.ndarray, got: Sequence[int], answered: int, partitions: int) -> bool:
-    """Whether `got` is the exact top-k of *some* `answered` of the `partitions` partitions.
-
-    Walks the true ranking: every id better than the next returned one must come from a
-    partition that did not answer (X), every returned id's partition did answer (R). The
-    answer is exact for some answered set A iff R ∩ X = ∅ and |R| ≤ answered ≤ P − |X|.
-    """
-    owner = {int(i): int(p) for i, p in zip(ranked, partition_of_many(ranked, partitions))}
-    answered_set: set[int] = set()
-    missing: set[int] = set()
-    j = 0
-    for candidate in (int(c) for c in ranked):
-        if j < len(got) and candidate == got[j]:
-            answered_set.add(owner[candidate])
-            j += 1
-        elif j < len(got) or len(got) < K:  # a short answer must have exhausted its set
-            missing.add(owner[candidate])
-        else:
-            break
-    return (
-        j == len(got)
-        and not answered_set & missing
-        and len(answered_set) <= answered <= partitions - len(missing)
-    )
-
-
 def wrong_answers(
     samples: Sequence[Sample], queries: np.ndarray, truth: dict[str, Dataset]
 ) -> list[Sample]:
@@ -117,7 +92,7 @@ def wrong_answers(
         key = (s.version, s.query)
         if key not in ranked:
             ranked[key] = truth[s.version].ranked(queries[s.query])
-        if not is_exact(ranked[key], s.ids, round(s.coverage * P), P):
+        if not is_exact(ranked[key], s.ids, round(s.coverage * P), P, K):
             wrong.append(s)
     return wrong
 

@@ -13,6 +13,7 @@ transfer without a race against a test's clock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -48,10 +49,8 @@ def pipe(src: socket.socket, dst: socket.socket, budget: Budget) -> None:
         pass
     finally:
         for sock in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def serve(listen: int, target: tuple[str, int], budget: Budget) -> None:
