@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simsearch.common.errors import ConfigError
+from simsearch.common.errors import ConfigError, SimsearchError
 from simsearch.common.settings import ServiceSettings
 
 PLANNED = ("router", "shard")
@@ -134,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; configuration problems exit 2 with one readable message."""
+    """Run the command; configuration problems exit 2 with one readable message.
+
+    Any other domain failure (the object store unreachable mid-build, a corrupt index
+    file, ...) exits 1 with its reason on one line, which already names the endpoint and
+    the object: a Python traceback there read like a bug in simsearch, and buried the one
+    line an operator needs (found by the fault matrix, tests/integration/test_faults.py).
+    """
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -142,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"simsearch: configuration error: {err.reason}", file=sys.stderr)
         return 2
+    except SimsearchError as err:
+        print(f"simsearch: {err.reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

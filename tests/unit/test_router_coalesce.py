@@ -88,3 +88,48 @@ def test_nothing_is_left_waiting(n: int) -> None:
     coalescer = Coalescer(RecordingFanOut(), max_queries=8)  # type: ignore[arg-type]
     run(coalescer, list(range(n)))
     assert not coalescer._waiting and not coalescer._draining
+
+
+class SlowFanOut:
+    """Each call takes `delay_s`; records the timeout and the holders it was given."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.timeouts: list[float] = []
+        self.holders: list[Any] = []
+
+    async def search(
+        self, choice: Any, queries: np.ndarray, params: SearchParams, timeout_s: float
+    ) -> FanoutResult:
+        self.timeouts.append(timeout_s)
+        self.holders.append(choice.holders)
+        await asyncio.sleep(self.delay_s)
+        hits = [[Hit(int(row[0]), 1.0, f"p{int(row[0])}")] for row in queries]
+        return FanoutResult(choice.version, 4, hits, {0, 1, 2, 3})
+
+
+class HeldChoice:
+    version = "v1"
+    covered = frozenset({0, 1, 2, 3})
+
+    def __init__(self, holders: str) -> None:
+        self.holders = holders
+
+
+def test_a_queued_batch_gets_what_is_left_of_its_deadline_and_a_fresh_plan() -> None:
+    """Behind a stalled batch, later queries must neither restart their deadline (the
+    whole query is bounded by it) nor use a plan made before the stall."""
+    fanout = SlowFanOut(0.2)
+    coalescer = Coalescer(fanout, 32, refresh=lambda v: HeldChoice("fresh"))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        q = np.zeros((1, 4), np.float32)
+        first = asyncio.ensure_future(coalescer.search(HeldChoice("old"), q, SearchParams(5), 1.0))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        await coalescer.search(HeldChoice("old"), q, SearchParams(5), 1.0)  # type: ignore[arg-type]
+        await first
+
+    asyncio.run(main())
+    assert fanout.timeouts[0] == pytest.approx(1.0, abs=0.02)
+    assert fanout.timeouts[1] == pytest.approx(0.8, abs=0.05)  # 1.0 - 0.01 queued - 0.2 stall
+    assert fanout.holders == ["fresh", "fresh"]

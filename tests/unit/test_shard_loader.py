@@ -486,3 +486,35 @@ def test_a_rollback_keeps_the_version_rolled_back_from_for_the_drain(
     clock.now += 11
     holdings.reconcile(old, replicas=1)
     assert [v.version for v in holdings.views()] == [old.version]
+
+
+def test_a_store_outage_leaves_partitions_loading_not_failed(
+    layout: IndexLayout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unreachable store is waited out: what is not loaded stays `loading`, the reason
+    is kept in `store_error`, and the next tick after the store returns completes it."""
+    from simsearch.common.errors import StorageError
+
+    manifest = publish(layout)
+    cache, _ = cache_for(layout, tmp_path / "cache")
+    holdings = Holdings(cache, ordinal=0, replication=1, drain_s=10, clock=Clock())
+    real = cache.load_partition
+    calls: list[int] = []
+
+    def flaky(m: Manifest, number: int, version: object) -> object:
+        calls.append(number)
+        if number >= 2:
+            raise StorageError("cannot reach S3 endpoint http://s3:9000")
+        return real(m, number, version)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cache, "load_partition", flaky)
+    holdings.reconcile(manifest, replicas=1)
+    view = holdings.view(manifest.version)
+    assert view is not None and sorted(view.ready) == [0, 1] and view.failed == {}
+    assert sorted(view.loading) == list(range(2, P))
+    assert holdings.store_error is not None and "http://s3:9000" in holdings.store_error
+    assert calls == [0, 1, 2]  # the pass stops at the first outage: no storm of retries
+    monkeypatch.setattr(cache, "load_partition", real)
+    holdings.reconcile(manifest, replicas=1)
+    view = holdings.view(manifest.version)
+    assert view is not None and view.complete and holdings.store_error is None

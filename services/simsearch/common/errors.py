@@ -183,6 +183,18 @@ class StorageError(SimsearchError):
     code = "storage_error"
 
 
+class LocalWriteError(StorageError):
+    """An object was read but its local copy could not be written (disk full, read-only,
+    permissions): a problem of this machine, not of the store.
+
+    Kept apart from `StorageError` because the shard treats the two differently: a store
+    outage is waited out (the partition stays `loading`), while a local write failure is
+    reported `failed` with its reason (an operator has to free or grow the disk).
+    """
+
+    code = "local_write_error"
+
+
 class ObjectNotFound(StorageError):
     """The object key does not exist in the store."""
 

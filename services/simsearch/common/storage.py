@@ -55,6 +55,7 @@ from s3transfer.exceptions import RetriesExceededError
 from simsearch.common.errors import (
     ConfigError,
     InvalidParameter,
+    LocalWriteError,
     ObjectNotFound,
     PayloadTooLarge,
     SimsearchError,
@@ -417,7 +418,7 @@ class FileStore(ObjectStore):
                     Path(path), lambda out: shutil.copyfileobj(src, out, _COPY_BUFSIZE)
                 )
             except OSError as exc:
-                raise StorageError(
+                raise LocalWriteError(
                     f"cannot download {self.url_for(key)} to {path}: {exc.strerror or exc}"
                 ) from exc
 
@@ -701,7 +702,9 @@ class S3Store(ObjectStore):
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"cannot create {dest.parent} to download {target}: {exc}") from exc
+            raise LocalWriteError(
+                f"cannot create {dest.parent} to download {target}: {exc}"
+            ) from exc
         tmp = _temp_sibling(dest)
         try:
             with self._errors("download", target):
@@ -709,8 +712,8 @@ class S3Store(ObjectStore):
                     self._bucket, self._key(key), str(tmp), Config=self._transfer
                 )
             os.replace(tmp, dest)
-        except OSError as exc:
-            raise StorageError(f"cannot download {target} to {dest}: {exc}") from exc
+        except OSError as exc:  # botocore failures were translated above: this is local
+            raise LocalWriteError(f"cannot download {target} to {dest}: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -200,6 +200,9 @@ class ShardInfo(BaseModel):
     # them fast-scan is ~15× slower); empty from shards that predate the field
     faiss_options: str = ""
     faiss_avx2: bool | None = None
+    # why the last poll did not finish (e.g. the store unreachable while partitions are
+    # `loading`); None when all is well and from shards that predate the field
+    error: str | None = None
 
 
 class ShardReload(BaseModel):

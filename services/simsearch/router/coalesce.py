@@ -11,12 +11,24 @@ There is no timer. A query that finds nothing in flight for its key is sent at o
 a lone query pays nothing; queries that arrive while a batch is in flight wait for it to
 return and then go out together, so the batch size follows the load by itself (this is
 the "opportunistic" batching of the embedder's micro-batcher, without its decode step).
+
+Waiting is not free, so two things are settled when a batch is *sent*, not when its
+first query arrived (the fault matrix, tests/integration/test_faults.py, found both
+with a frozen shard: a batch in flight stalls for the first-try share of the deadline,
+and everything queued behind it inherited a plan and a deadline from before the stall):
+
+* the deadline: each caller's clock starts when it arrives, so the batch gets what is
+  left of the earliest caller's deadline (`SIMSEARCH_TIMEOUT_MS` bounds the whole
+  query, queueing included, not each batch it waits behind);
+* the plan: with `refresh`, the batch's version is looked up again in the registry, so
+  a shard marked down while the batch waited is no longer asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,22 +41,26 @@ __all__ = ["Coalescer"]
 log = logging.getLogger(__name__)
 
 _Key = tuple[str, SearchParams]
+_MIN_TIMEOUT_S = 0.001  # a caller out of time still gets its (failed) answer, never a hang
+Refresh = Callable[[str], VersionChoice | None]
 
 
 @dataclass
 class _Waiting:
     choice: VersionChoice
     queries: np.ndarray
-    timeout_s: float
+    deadline: float  # loop time by which the caller wants its answer
     future: asyncio.Future[FanoutResult]
 
 
 class Coalescer:
     """`search` with the signature of `FanOut.search`; batches concurrent calls by key."""
 
-    def __init__(self, fanout: FanOut, max_queries: int) -> None:
+    def __init__(self, fanout: FanOut, max_queries: int, refresh: Refresh | None = None) -> None:
+        """`refresh(version)`: that version's current `VersionChoice` (None if gone)."""
         self.fanout = fanout
         self.max_queries = max(1, max_queries)
+        self.refresh = refresh
         self._waiting: dict[_Key, list[_Waiting]] = {}
         self._draining: set[_Key] = set()
 
@@ -55,8 +71,10 @@ class Coalescer:
         if len(queries) >= self.max_queries:
             return await self.fanout.search(choice, queries, params, timeout_s)
         key = (choice.version, params)
-        future: asyncio.Future[FanoutResult] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append(_Waiting(choice, queries, timeout_s, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[FanoutResult] = loop.create_future()
+        waiting = _Waiting(choice, queries, loop.time() + timeout_s, future)
+        self._waiting.setdefault(key, []).append(waiting)
         if key not in self._draining:
             self._draining.add(key)
             asyncio.get_running_loop().create_task(self._drain(key))
@@ -91,9 +109,10 @@ class Coalescer:
         if not batch:
             return
         queries = np.concatenate([item.queries for item in batch])
-        timeout_s = min(item.timeout_s for item in batch)
+        left = min(item.deadline for item in batch) - asyncio.get_running_loop().time()
         try:
-            result = await self.fanout.search(batch[0].choice, queries, params, timeout_s)
+            choice = self._current(batch[0].choice)
+            result = await self.fanout.search(choice, queries, params, max(left, _MIN_TIMEOUT_S))
         except asyncio.CancelledError:  # shutting down: nobody waits for an answer forever
             for item in batch:
                 item.future.cancel()
@@ -117,3 +136,8 @@ class Coalescer:
                     )
                 )
             start = end
+
+    def _current(self, choice: VersionChoice) -> VersionChoice:
+        """`choice` as the registry sees it now (same version), else `choice` itself."""
+        fresh = self.refresh(choice.version) if self.refresh is not None else None
+        return fresh if fresh is not None and fresh.covered else choice

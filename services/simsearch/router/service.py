@@ -43,7 +43,7 @@ from simsearch.router.embedder_watch import EmbedderWatch
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.images import ImageLocator, ImageReply
 from simsearch.router.metrics import RouterMetrics
-from simsearch.router.planner import VersionChoice, choose_version
+from simsearch.router.planner import VersionChoice, choose_version, versions
 from simsearch.router.schemas import check_k, prepare_queries
 from simsearch.router.settings import RouterSettings
 from simsearch.router.transport import Upstream, UpstreamFailure
@@ -106,7 +106,7 @@ class RouterService:
         self.upstream = upstream
         self.registry = registry
         self.fanout = fanout
-        self.coalescer = Coalescer(fanout, settings.coalesce_queries)
+        self.coalescer = Coalescer(fanout, settings.coalesce_queries, self.version_now)
         self.images = images
         self.metrics = metrics
         self.embedder_watch = EmbedderWatch(
@@ -116,6 +116,11 @@ class RouterService:
             settings.info_timeout_s,
             metrics.embedder_up,
         )
+
+    def version_now(self, version: str) -> VersionChoice | None:
+        """`version` with the holders the registry knows now (None once nobody serves it):
+        a coalesced batch that waited is planned from this, not from its arrival."""
+        return next((c for c in versions(self.registry.views()) if c.version == version), None)
 
     def choice(self) -> VersionChoice:
         """The version queries run on now, or 503 saying why there is none."""

@@ -173,7 +173,7 @@ class ShardService:
                 )
                 return
             self.holdings.reconcile(manifest, self.replicas_seen, self._stop.is_set)
-            self.last_error = None
+            self.last_error = self.holdings.store_error  # None unless a load waits on S3
         except SimsearchError as err:
             self._note_error(err.reason)
         except Exception as err:  # a bug, but the shard keeps serving what it has
@@ -276,6 +276,7 @@ class ShardService:
             version=simsearch.__version__,
             faiss_options=FAISS_OPTIONS,
             faiss_avx2=FAISS_AVX2,
+            error=self.last_error,
         )
 
     def _version_info(self, view: VersionView) -> ShardVersionInfo:

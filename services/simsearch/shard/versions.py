@@ -4,7 +4,11 @@
 live version and the current shard count. It
 
 1. loads the partitions this ordinal owns (`placement.partitions_for`) that are not ready
-   yet, one by one, serving each as soon as it is open (and retrying failed ones);
+   yet, one by one, serving each as soon as it is open (and retrying failed ones). A
+   partition that cannot be fetched because the *store* is unreachable stays `loading`
+   (the outage is waited out, `store_error` says why), and the rest of that pass is
+   skipped: the next tick tries again. `failed` is kept for what an operator must look
+   at: a corrupt or missing file, a full or read-only local disk;
 2. only after that pass, schedules what it no longer owns to be dropped `drain_s` later
    (cancelled if the partition comes back), so the new holder has time to load it and
    the cluster never loses coverage while it rebalances;
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from simsearch.common.errors import LocalWriteError, ObjectNotFound, StorageError
 from simsearch.common.layout import Manifest
 from simsearch.common.placement import partitions_for
 from simsearch.shard.loader import PartitionCache, Served
@@ -107,6 +112,7 @@ class Holdings:
         self._live: str | None = None
         self._live_since = 0.0  # when CURRENT last moved (a publish or a rollback)
         self._swept = False
+        self.store_error: str | None = None  # why the last load pass waits on the store
 
     # ---- readers
 
@@ -178,6 +184,8 @@ class Holdings:
             try:
                 index = self.cache.load_template(state.manifest)
             except Exception as err:  # never crash the shard: report and retry next tick
+                if self._waits_on_store(state, err):
+                    return
                 reason = f"trained.faiss: {_reason(err)}"
                 log.warning("version %s: %s", state.manifest.version, reason)
                 with self._lock:
@@ -188,15 +196,33 @@ class Holdings:
             with self._lock:
                 state.index = index
         for number in pending:
-            if stop():
+            if stop() or not self._load_one(state, number):
                 return
-            self._load_one(state, number)
+        self.store_error = None  # a whole pass without waiting on the store
 
-    def _load_one(self, state: _Version, number: int) -> None:
+    def _waits_on_store(self, state: _Version, err: Exception) -> bool:
+        """Whether `err` is a store outage (then noted, and the pass ends), not bad data.
+
+        Why not `failed`: the data is fine and nothing needs fixing here; the router sees
+        the partition `loading` as before, and the next tick retries without a report
+        that pages somebody. A missing object or a local write failure is not an outage.
+        """
+        if not isinstance(err, StorageError) or isinstance(err, ObjectNotFound | LocalWriteError):
+            return False
+        reason = _reason(err)
+        if reason != self.store_error:
+            log.warning("version %s: waiting for the store: %s", state.manifest.version, reason)
+        self.store_error = reason
+        return True
+
+    def _load_one(self, state: _Version, number: int) -> bool:
+        """Load one partition; False when the store is down (the pass should stop)."""
         assert state.index is not None
         try:
             served = self.cache.load_partition(state.manifest, number, state.index)
         except Exception as err:  # a bad partition must not take the others down
+            if self._waits_on_store(state, err):
+                return False
             reason = _reason(err)
             log.warning(
                 "version %s partition %d failed: %s", state.manifest.version, number, reason
@@ -205,11 +231,12 @@ class Holdings:
             with self._lock:
                 state.failed = {**state.failed, number: reason}
                 state.loading = state.loading - {number}
-            return
+            return True
         with self._lock:
             state.ready = {**state.ready, number: served}
             state.failed = {p: r for p, r in state.failed.items() if p != number}
             state.loading = state.loading - {number}
+        return True
 
     def _drain_partitions(self, state: _Version, now: float) -> None:
         """Schedule, and when due perform, the drop of partitions no longer owned."""
