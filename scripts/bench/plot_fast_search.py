@@ -5,7 +5,8 @@
 
 Each input is a `search_bench.py --out` JSON. Left: p50/p99 through the router and the
 in-process p50 against n. Middle: QPS at concurrency 8 (router) and the in-process
-2-thread QPS. Right: recall@10 against nprobe from each run's recall probe.
+2-thread QPS. Then a shard's anonymous and file-backed memory after the queries. Right:
+recall@10 against nprobe from each run's recall probe.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = load(args.runs)
     n = [r["n"] for r in runs]
-    fig, (lat, qps, rec) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (lat, qps, mem, rec) = plt.subplots(1, 4, figsize=(19, 4.2))
     lat.plot(n, [r["p50_ms"] for r in runs], "o-", label="router p50 (c=1)")
     lat.plot(n, [r["p99_ms"] for r in runs], "o--", label="router p99 (c=1)")
     lat.plot(n, [r["baseline"]["p50_ms"] for r in runs], "s-", label="in-process p50")
@@ -45,6 +46,11 @@ def main() -> None:
     qps.axhline(500, color="grey", lw=0.8, ls=":", label="goal 500")
     qps.set(xscale="log", xlabel="vectors", ylabel="queries/s", title="throughput")
     qps.legend(fontsize=8)
+    per_shard = [r["shard_memory"][0] for r in runs]  # shard 0 (the others are alike)
+    mem.plot(n, [m["anonymous_kb"] / 1024 for m in per_shard], "o-", label="anonymous")
+    mem.plot(n, [m["file_backed_kb"] / 1024 for m in per_shard], "s-", label="file-backed")
+    mem.set(xscale="log", xlabel="vectors", ylabel="MB", title="memory per shard (n/2 each)")
+    mem.legend(fontsize=8)
     for r in runs:
         probe = r.get("probe") or {}
         curve = {int(k): v for k, v in (probe.get("curve") or {}).items()}
