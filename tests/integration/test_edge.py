@@ -132,3 +132,33 @@ def test_a_vector_body_the_size_of_an_image_upload_is_refused_up_front(service: 
     )
     assert response.status_code == 413 and response.json()["error"] == "payload_too_large"
     assert time.monotonic() - started < 3  # refused from Content-Length, not parsed
+
+
+def test_four_largest_vector_bodies_at_once_do_not_stall_the_router(service: Service) -> None:
+    """The probe's finding: four ~20 MB JSON bodies held the event loop for 11 s. Now the
+    route's own limit (4 MiB) bounds what is parsed, and the loop keeps answering."""
+    import concurrent.futures
+
+    numbers = b"0.123456789," * (3_900_000 // 12)  # just under SIMSEARCH_MAX_VECTOR_BODY_BYTES
+    body = b'{"vector": [' + numbers + b"0.5]}"
+
+    def post() -> int:
+        return httpx.post(
+            f"{service.url}/search/vector",
+            content=body,
+            headers={"content-type": "application/json"},
+            timeout=30,
+        ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        posted = [pool.submit(post) for _ in range(4)]
+        worst = 0.0
+        with httpx.Client(timeout=10) as client:
+            while not all(f.done() for f in posted):
+                started = time.monotonic()
+                assert client.get(f"{service.url}/health/live").status_code == 200
+                worst = max(worst, time.monotonic() - started)
+        statuses = [f.result() for f in posted]
+    # parsed, not refused by size (413): a bad dim is 400, and this router has no shard (503)
+    assert set(statuses) <= {400, 503}, statuses
+    assert worst < 1.0, f"/health/live took {worst:.2f}s while the bodies were parsed"
