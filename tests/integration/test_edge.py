@@ -139,7 +139,10 @@ def test_four_largest_vector_bodies_at_once_do_not_stall_the_router(service: Ser
     route's own limit (4 MiB) bounds what is parsed, and the loop keeps answering."""
     import concurrent.futures
 
-    numbers = b"0.123456789," * (3_900_000 // 12)  # just under SIMSEARCH_MAX_VECTOR_BODY_BYTES
+    from simsearch.router.settings import RouterSettings
+
+    limit = RouterSettings.model_fields["max_vector_body_bytes"].default
+    numbers = b"0.123456789," * ((limit - 100) // 12)  # just under the route's body limit
     body = b'{"vector": [' + numbers + b"0.5]}"
 
     def post() -> int:
