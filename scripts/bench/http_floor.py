@@ -15,7 +15,8 @@ server stack and shapes as `search_bench.py`:
   length-prefixed frames, no HTTP): what a binary router↔shard protocol could at best save.
 
 Each is measured like the cluster: p50/p99 of 300 sequential `POST`s of a 1280-d JSON
-vector, then QPS with 8 client threads for `--seconds`. Everything, client included,
+vector, then QPS with 8 client threads for `--seconds`, with the CPU ms per query of every
+server process and of the client over that loaded pass. Everything, client included,
 shares this machine's cores. The servers are this same script (`--serve ROLE PORT`).
 """
 
@@ -37,7 +38,7 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_bench import latency, throughput  # a sibling script: the cluster's own client
+from search_bench import cpu_per_query, latency, throughput  # sibling: the cluster's client
 
 ANSWER = orjson.dumps(
     {
@@ -178,13 +179,23 @@ def spawn(role: str, port: int, shard_ports: list[int]) -> subprocess.Popen[byte
     return subprocess.Popen(args, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def measure(port: int, payloads: list[bytes], seconds: float) -> dict[str, float]:
+def measure(
+    port: int, payloads: list[bytes], seconds: float, pids: dict[str, int]
+) -> dict[str, Any]:
+    """p50/p99 at concurrency 1, QPS at 8, and each process's CPU ms per query at 8."""
     times, _ = latency(port, payloads)
-    qps, _ = throughput(port, payloads, 8, seconds)
+    measured: list[tuple[float, int]] = []
+
+    def loaded() -> int:
+        measured.append(throughput(port, payloads, 8, seconds))
+        return measured[0][1]
+
+    cpu = cpu_per_query(pids, loaded)
     return {
         "p50_ms": float(np.percentile(times, 50) * 1000),
         "p99_ms": float(np.percentile(times, 99) * 1000),
-        "qps_c8": qps,
+        "qps_c8": measured[0][0],
+        "cpu_ms_per_query_c8": cpu,
     }
 
 
@@ -227,7 +238,11 @@ def main() -> None:
         try:
             for _, port, _ in servers:
                 wait_port(port)
-            result[name] = measure(servers[-1][1], payloads, args.seconds)
+            pids = {
+                f"{role}:{port}": proc.pid
+                for (role, port, _), proc in zip(servers, procs, strict=True)
+            }
+            result[name] = measure(servers[-1][1], payloads, args.seconds, pids)
             print(name, result[name], flush=True)
         finally:
             for proc in procs:
