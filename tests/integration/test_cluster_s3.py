@@ -13,11 +13,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 
 from tests.support.procs import Service, start_service
+from tests.support.s3server import s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +37,7 @@ def s3_settings(s3_endpoint: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def photos(s3_endpoint: str) -> list[Path]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     chosen = sorted(SAMPLES.glob("*/*.jpg"))[::12]  # ~42 photos of all five classes
     for photo in chosen:

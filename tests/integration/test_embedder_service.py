@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from simsearch.common.wire import decode_vectors
 from tests.support import bad_images
 from tests.support.procs import Service, start_service
+from tests.support.s3server import s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +39,7 @@ def sample(n: int) -> Path:
 @pytest.fixture(scope="module")
 def bucket(s3_endpoint: str) -> str:
     """A bucket on the moto server with three photos and one corrupt object."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     for n in range(3):
         s3.put_object(Bucket=BUCKET, Key=f"lib/img{n}.jpg", Body=sample(n * 100).read_bytes())

@@ -19,13 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import h5py
 import httpx
 import numpy as np
@@ -37,8 +35,9 @@ from simsearch.common.placement import partitions_for
 from simsearch.common.storage import S3Options, open_store
 from simsearch.indexer.writer import write_index
 from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
+from tests.support.cluster import spawn
 from tests.support.procs import Service, wait_ready
-from tests.support.s3server import free_port, stop_process
+from tests.support.s3server import AWS, s3_client, stop_process
 from tests.support.tcpproxy import TcpProxy
 from tests.support.truth import is_exact
 
@@ -46,11 +45,6 @@ pytestmark = pytest.mark.integration
 
 DIM, N, P, K = 64, 3000, 8, 10
 RATE = 25.0  # queries per second: modest, the machine has two shared cores
-AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 REPORT: dict[str, dict[str, object]] = {}
 
@@ -130,21 +124,6 @@ def figures(
 
 
 # ---- processes
-
-
-def spawn(role: str, env: dict[str, str], port: int | None = None) -> Service:
-    """`simsearch serve ROLE` on `port` (a fresh one by default), not waited for."""
-    port = port or free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}-{port}.log"
-    full = {**os.environ, **AWS, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port)}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "simsearch.cli", "serve", role],
-            env={**full, **env},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return Service(f"http://127.0.0.1:{port}", process, log_path)
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:
@@ -230,14 +209,7 @@ class Cluster:
 
 
 def bucket(s3_endpoint: str, name: str) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket=name)
+    s3_client(s3_endpoint).create_bucket(Bucket=name)
 
 
 def publish(store: str, s3_url: str, data: Dataset, partitions: int = P) -> str:

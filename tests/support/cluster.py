@@ -17,7 +17,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 
 from simsearch.common.ids import key_ids
@@ -25,18 +24,13 @@ from simsearch.common.layout import IndexLayout, ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.writer import write_index
 from tests.support.procs import Service, wait_ready
-from tests.support.s3server import free_port, stop_process
+from tests.support.s3server import AWS, free_port, s3_client, stop_process
 
 N, DIM, P = 300, 1280, 8
 MODEL = "efficientnet-lite0"  # what the embedder (random weights) reports
 BUCKET = "fuzz-photos"
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "flowers" / "images"
-AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @dataclass
@@ -81,13 +75,7 @@ def spawn(role: str, env: dict[str, str], port: int | None = None) -> Service:
 
 def _write_images(s3_endpoint: str, paths: list[str]) -> dict[str, bytes]:
     """Three real photos under the first three keys; the other keys have no object."""
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
     photos = sorted(SAMPLES.glob("*/*.jpg"))[:3]
     stored = {key: photo.read_bytes() for key, photo in zip(paths, photos, strict=False)}

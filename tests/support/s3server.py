@@ -17,11 +17,32 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
 STARTUP_TIMEOUT_S = 30.0
 _POLL_INTERVAL_S = 0.05
 _START_TRIES = 3  # a free port can be taken between free_port() and the server's bind
+
+
+# moto accepts any credentials; these are what every test process is given
+AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client for the moto server at `endpoint` (over HTTP, never patched)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def free_port() -> int:
