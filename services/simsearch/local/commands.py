@@ -173,6 +173,7 @@ def run_up(args: argparse.Namespace) -> int:
     for shard in shards:
         wait_ready(shard, 300)
     wait_ready(router, 120)
+    _wait_complete(router, 120)
     _start_supervisor(state)
     print(f"simsearch is up: {router.url}  (logs in {folder / 'logs'}; stop with `simsearch down`)")
     return 0
@@ -260,6 +261,28 @@ def _wait_covered(state: ClusterState, shards: list[Process], timeout_s: float) 
     raise ConfigError(
         f"the remaining {len(shards)} shards did not load every partition within "
         f"{timeout_s:.0f}s; the leaving shards were left running (see the shard logs)"
+    )
+
+
+def _wait_complete(router: Process, timeout_s: float) -> None:
+    """Until the router answers from every partition (`/health` coverage 1.0).
+
+    The router is ready as soon as it can answer at all (possibly partially: what a
+    Service needs); `up` promises more, a cluster that answers completely, so it waits
+    for the router's next poll to have seen every shard's loaded partitions.
+    """
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.get(f"{router.url}/health").json().get("coverage") == 1.0:
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+    raise ConfigError(
+        f"the router did not see every partition served within {timeout_s:.0f}s "
+        "(see the shard logs)"
     )
 
 
