@@ -10,6 +10,7 @@ FAISS index is what makes the distributed answer testable.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,10 +73,18 @@ def can_rank(ids: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
     lower id) loses to those same `k` in every prefix that holds it, so it can never be
     returned. Only the others need a path: on average k·(1 + ln refine) of k·refine (~33 of
     100 at refine 10), which is most of the cost of the paths a shard sends.
+
+    Short lists (the usual k·refine ≈ 100) are compared all pairs at once; long ones (k·refine
+    goes up to the candidate limit, 20,000) keep a running top k instead, since all pairs
+    would cost width² (400 M comparisons: seconds, a denial of service).
     """
     nq, width = ids.shape
     keep = np.zeros((nq, width), dtype=bool)
     if width == 0 or k <= 0:
+        return keep
+    if width > _PAIRWISE_MAX:
+        for q in range(nq):
+            keep[q] = _can_rank_streaming(ids[q].tolist(), exact[q].tolist(), k)
         return keep
     earlier = np.tri(width, width, -1, dtype=bool).T  # earlier[j, r]: j comes before r
     for q in range(nq):
@@ -85,3 +94,25 @@ def can_rank(ids: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
         beaten_by = (beats & earlier & valid[:, None]).sum(axis=0)
         keep[q] = valid & (beaten_by < k)
     return keep
+
+
+_PAIRWISE_MAX = 256
+
+
+def _can_rank_streaming(ids: list[int], exact: list[float], k: int) -> list[bool]:
+    """`can_rank` of one row in O(width · log k): a min-heap of the best k seen so far."""
+    best: list[tuple[float, int]] = []  # (score, -id): larger is better; best[0] is k-th
+    out = []
+    for id_, score in zip(ids, exact, strict=True):
+        key = (score, -id_)
+        if id_ < 0:
+            out.append(False)
+        elif len(best) < k:
+            heapq.heappush(best, key)
+            out.append(True)
+        elif key > best[0]:  # fewer than k earlier candidates beat it
+            heapq.heapreplace(best, key)
+            out.append(True)
+        else:
+            out.append(False)
+    return out
