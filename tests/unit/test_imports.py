@@ -12,6 +12,9 @@ count like any other: a lazy import still ties the packages together.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,23 @@ def test_the_check_sees_each_kind_of_import(
         assert found == []
     else:
         assert len(found) == 1 and f"imports {expected}:" in found[0], found
+
+
+def test_the_router_and_shard_code_paths_import_no_torch() -> None:
+    """The router and shard images have no torch: the CLI, both apps and the `index`
+    commands (which the CLI's parser loads) reach `simsearch.models` only lazily."""
+    code = (
+        "import sys\n"
+        "import simsearch.cli, simsearch.router.app, simsearch.shard.app\n"
+        "import simsearch.router.kube, simsearch.shard.kube\n"
+        "simsearch.cli.build_parser()\n"
+        "heavy = [m for m in sys.modules if m == 'torch' or m.startswith('simsearch.models')]\n"
+        "print(sorted(heavy))\n"
+    )
+    paths = [str(PACKAGE.parent), str(PACKAGE.parents[1])]  # services/, the repository
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
