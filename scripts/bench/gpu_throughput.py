@@ -1,6 +1,6 @@
 """GPU embedder throughput: ResNet50 (fp16 autocast, channels_last) at batch 64/128/256.
 
-Runs the project's own engine (`simsearch.embedder.engine.Engine`) unchanged on CUDA:
+Runs the project's own engine (`simsearch.models.engine.Engine`) unchanged on CUDA:
 - `model`: pre-decoded images, the forward pass alone (host→device copy included);
 - `pipeline`: decode + preprocess of real JPEGs in a thread pool, overlapped with the
   GPU, batches handed to the engine as they fill: the images/s an indexer sees;
@@ -33,9 +33,9 @@ import torch
 
 from simsearch.common.imaging import decode_image
 from simsearch.common.wire import Preprocessing
-from simsearch.embedder.device import resolve_placement
-from simsearch.embedder.engine import Engine, preprocess
-from simsearch.embedder.models import get_spec, load_model
+from simsearch.models.device import resolve_placement
+from simsearch.models.engine import Engine, preprocess
+from simsearch.models.registry import get_spec, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples" / "flowers" / "images"

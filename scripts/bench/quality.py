@@ -48,9 +48,9 @@ from PIL import Image
 
 from simsearch.common.errors import ModelWeightsMissing
 from simsearch.common.imaging import decode_image
-from simsearch.embedder.device import resolve_placement
-from simsearch.embedder.engine import Engine, preprocess
-from simsearch.embedder.models import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec, load_model
+from simsearch.models.device import resolve_placement
+from simsearch.models.engine import Engine, preprocess
+from simsearch.models.registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, get_spec, load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATASETS = (

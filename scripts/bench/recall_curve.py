@@ -48,9 +48,9 @@ def real_embeddings(cache: Path) -> np.ndarray:
     if cache.exists():
         cached = np.load(cache).astype(np.float32)
         return cached / np.linalg.norm(cached, axis=1, keepdims=True)
-    from simsearch.embedder.device import resolve_placement
-    from simsearch.embedder.engine import Engine
-    from simsearch.embedder.models import get_spec, load_model
+    from simsearch.models.device import resolve_placement
+    from simsearch.models.engine import Engine
+    from simsearch.models.registry import get_spec, load_model
 
     spec = get_spec("efficientnet-lite0")
     module, weights = load_model(spec, None)

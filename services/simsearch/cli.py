@@ -103,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(_: argparse.Namespace) -> int:
-    from simsearch.embedder.models import REGISTRY
+    from simsearch.models.registry import REGISTRY
 
     for spec in REGISTRY.values():
         pre = spec.preprocessing

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from simsearch.common.imaging import decode_image
-from simsearch.embedder.device import resolve_placement
-from simsearch.embedder.engine import Engine, preprocess
-from simsearch.embedder.models import get_spec, load_model
+from simsearch.models.device import resolve_placement
+from simsearch.models.engine import Engine, preprocess
+from simsearch.models.registry import get_spec, load_model
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers"
 

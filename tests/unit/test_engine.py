@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from simsearch.common.errors import ConfigError, ModelWeightsMissing
-from simsearch.embedder.device import resolve_placement
-from simsearch.embedder.engine import Engine, preprocess
-from simsearch.embedder.models import get_spec, load_model
+from simsearch.models.device import resolve_placement
+from simsearch.models.engine import Engine, preprocess
+from simsearch.models.registry import get_spec, load_model
 from tests.support.photos import cpu_engine, load_sample, sample_rows
 
 

@@ -19,13 +19,14 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes.config import kube_config
 
-import simsearch.shard.kube as shard_kube
+import simsearch.common.kube as common_kube
 from simsearch.common.errors import ConfigError, TopologyUnknown
+from simsearch.common.kube import default_api_client
 from simsearch.router.discovery import ShardRegistry, make_source
 from simsearch.router.kube import KubernetesSource
 from simsearch.router.settings import RouterSettings
 from simsearch.shard.app import build_topology, close_topology
-from simsearch.shard.kube import KubernetesTopology, default_api_client
+from simsearch.shard.kube import KubernetesTopology
 from simsearch.shard.settings import ShardSettings
 from tests.support.helm import find, render
 from tests.support.kubeapi import SLICES, STS, Endpoint, FakeKubeApi
@@ -228,13 +229,13 @@ def test_namespace_defaults_to_the_pods_own(
 ) -> None:
     kube.set_statefulset(STS_NAME, 2)
     (tmp_path / "namespace").write_text(f"{NS}\n")
-    monkeypatch.setattr(shard_kube, "NAMESPACE_FILE", tmp_path / "namespace")
+    monkeypatch.setattr(common_kube, "NAMESPACE_FILE", tmp_path / "namespace")
     topo = KubernetesTopology(STS_NAME, None, kube.client(), first_wait_s=5.0)
     try:
         assert topo.replicas() == 2
     finally:
         topo.close()
-    monkeypatch.setattr(shard_kube, "NAMESPACE_FILE", tmp_path / "missing")
+    monkeypatch.setattr(common_kube, "NAMESPACE_FILE", tmp_path / "missing")
     with pytest.raises(ConfigError, match="SIMSEARCH_NAMESPACE"):
         KubernetesTopology(STS_NAME, None, kube.client())
 
@@ -277,7 +278,7 @@ def test_build_topology_wires_the_kubernetes_source(
     kube: FakeKubeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kube.set_statefulset(STS_NAME, 4)
-    monkeypatch.setattr(shard_kube, "default_api_client", kube.client)
+    monkeypatch.setattr(common_kube, "default_api_client", kube.client)
     settings = ShardSettings(
         store="file:///nowhere",
         shard_ordinal=1,
@@ -424,7 +425,7 @@ def test_make_source_wires_kubernetes_discovery_and_the_registry_closes_it(
     kube: FakeKubeApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kube.set_endpoints("shard-a", SERVICE, shards(0))
-    monkeypatch.setattr(shard_kube, "default_api_client", kube.client)
+    monkeypatch.setattr(common_kube, "default_api_client", kube.client)
     settings = RouterSettings(discovery="kubernetes", shards_service=SERVICE, namespace=NS)
     src = make_source(settings)
     assert isinstance(src, KubernetesSource)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from simsearch.common.settings import load_settings
-from simsearch.embedder.engine import Engine
-from simsearch.embedder.models import get_spec, load_model
 from simsearch.embedder.settings import EmbedderSettings
+from simsearch.models.engine import Engine
+from simsearch.models.registry import get_spec, load_model
 from tests.support.photos import cpu_engine, load_sample, sample_rows
 
 DAISY = 985  # ImageNet class index of "daisy"

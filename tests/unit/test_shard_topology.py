@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from simsearch.common.errors import ConfigError
+from simsearch.common.ordinal import parse_ordinal
 from simsearch.common.settings import load_settings
 from simsearch.shard.settings import ShardSettings
-from simsearch.shard.topology import FileTopology, StaticTopology, TopologyUnknown, parse_ordinal
+from simsearch.shard.topology import FileTopology, StaticTopology, TopologyUnknown
 
 
 @pytest.fixture(autouse=True)

@@ -38,11 +38,11 @@ from simsearch.common.wire import (
     VectorEncoding,
     encode_vectors,
 )
-from simsearch.embedder.device import resolve_placement
-from simsearch.embedder.engine import Engine
-from simsearch.embedder.models import get_spec, load_model
 from simsearch.embedder.service import EmbedderMetrics, EmbedderService
 from simsearch.embedder.settings import EmbedderSettings
+from simsearch.models.device import resolve_placement
+from simsearch.models.engine import Engine
+from simsearch.models.registry import get_spec, load_model
 
 log = logging.getLogger(__name__)
 

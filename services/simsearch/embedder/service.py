@@ -28,8 +28,8 @@ from simsearch.common.storage import FileStore, ObjectStore, is_uri, open_store
 from simsearch.common.telemetry import run_in_context
 from simsearch.common.wire import ItemError
 from simsearch.embedder.batcher import MicroBatcher
-from simsearch.embedder.engine import Engine, preprocess
 from simsearch.embedder.settings import EmbedderSettings
+from simsearch.models.engine import Engine, preprocess
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ class EmbedderSettings(ServiceSettings):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from simsearch.embedder.models import REGISTRY
+        from simsearch.models.registry import REGISTRY
 
         if value not in REGISTRY:
             raise ValueError(f"unknown model; choose one of {', '.join(sorted(REGISTRY))}")

@@ -46,9 +46,9 @@ class LocalBackend:
         workers: int = 4,
         batch: int = 32,
     ) -> None:
-        from simsearch.embedder.device import resolve_placement
-        from simsearch.embedder.engine import Engine
-        from simsearch.embedder.models import get_spec, load_model
+        from simsearch.models.device import resolve_placement
+        from simsearch.models.engine import Engine
+        from simsearch.models.registry import get_spec, load_model
 
         spec = get_spec(model)
         module, label = load_model(spec, weights)
@@ -62,7 +62,7 @@ class LocalBackend:
         self.pool = ThreadPoolExecutor(workers, "index-decode")
 
     def _prepare(self, key: str) -> np.ndarray | str:
-        from simsearch.embedder.engine import preprocess
+        from simsearch.models.engine import preprocess
 
         try:
             data = self.store.get_limited(key, self.limits.max_bytes)

@@ -21,7 +21,6 @@ import json
 import logging
 import socket
 import time
-from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 from simsearch.common.wire import ShardInfo, ShardReload
 from simsearch.router.planner import ShardView
 from simsearch.router.settings import RouterSettings
+from simsearch.router.source import ShardSource
 from simsearch.router.transport import Upstream, UpstreamFailure
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "FileSource",
     "ShardRegistry",
     "ShardReloadResult",
-    "ShardSource",
     "ShardState",
     "StaticSource",
     "make_source",
@@ -52,17 +51,6 @@ log = logging.getLogger(__name__)
 # A shard answers its reload within the timeout it is given (then 202); the transport gets
 # this much longer, so a slow but healthy shard is not reported as "no answer".
 _RELOAD_SLACK_S = 5.0
-
-
-class ShardSource(ABC):
-    """Lists the shard base URLs to poll; asked again on every poll."""
-
-    @abstractmethod
-    async def urls(self) -> list[str]:
-        """The current shard URLs (no trailing slash)."""
-
-    def close(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
-        """Release what the source holds (the Kubernetes source's watch thread)."""
 
 
 class StaticSource(ShardSource):

@@ -1,8 +1,8 @@
 """Shard discovery from the Kubernetes API: the shard Service's EndpointSlices, watched.
 
-A daemon thread (the shard's `Reflector`: list, then watch from the list's
-resourceVersion, 410 Gone → list again, back off on errors and keep what is known) holds
-every slice of the Service; `urls()` returns the cached list, so the event loop never
+A daemon thread (the shared `common/kube.py` `Reflector`: list, then watch from the
+list's resourceVersion, 410 Gone → list again, back off on errors and keep what is known)
+holds every slice of the Service; `urls()` returns the cached list, so the event loop never
 waits on the API server.
 
 Which endpoints become URLs:
@@ -32,14 +32,9 @@ from typing import Any
 
 from kubernetes import client
 
-from simsearch.router.discovery import ShardSource
-from simsearch.shard.kube import (
-    REQUEST_TIMEOUT,
-    Reflector,
-    default_namespace,
-    read_json,
-)
-from simsearch.shard.topology import parse_ordinal
+from simsearch.common.kube import REQUEST_TIMEOUT, Reflector, default_namespace, read_json
+from simsearch.common.ordinal import parse_ordinal
+from simsearch.router.source import ShardSource
 
 __all__ = ["KubernetesSource", "Member", "slice_members"]
 

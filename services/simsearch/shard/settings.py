@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from simsearch.common.apikeys import KeySettings
-from simsearch.shard.topology import parse_ordinal
+from simsearch.common.ordinal import parse_ordinal
 
 
 class ShardSettings(KeySettings):

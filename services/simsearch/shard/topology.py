@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Protocol
 
@@ -31,20 +30,10 @@ __all__ = [
     "StaticTopology",
     "Topology",
     "TopologyUnknown",
-    "parse_ordinal",
     "read_replicas",
 ]
 
 log = logging.getLogger(__name__)
-
-# A StatefulSet pod is "<statefulset>-<ordinal>"; 9 digits is plenty and keeps ints small.
-_ORDINAL_RE = re.compile(r"^.+-(\d{1,9})$")
-
-
-def parse_ordinal(name: str) -> int | None:
-    """The ordinal of a StatefulSet pod name (`release-shard-3` → 3), None if it has none."""
-    match = _ORDINAL_RE.match(name.strip())
-    return int(match.group(1)) if match else None
 
 
 class Topology(Protocol):

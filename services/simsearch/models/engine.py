@@ -20,8 +20,8 @@ from PIL import Image
 from torch import nn
 
 from simsearch.common.wire import Preprocessing
-from simsearch.embedder.device import Placement
-from simsearch.embedder.models import ModelSpec
+from simsearch.models.device import Placement
+from simsearch.models.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 
