@@ -74,26 +74,37 @@ def can_rank(ids: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
     returned. Only the others need a path: on average k·(1 + ln refine) of k·refine (~33 of
     100 at refine 10), which is most of the cost of the paths a shard sends.
 
-    Short lists (the usual k·refine ≈ 100) are compared all pairs at once; long ones (k·refine
-    goes up to the candidate limit, 20,000) keep a running top k instead, since all pairs
-    would cost width² (400 M comparisons: seconds, a denial of service).
+    Only the filled part of a row counts (a large k·refine over a small shard is mostly empty
+    slots). Short rows (the usual k·refine ≈ 100) are compared all pairs at once; long ones
+    (k·refine goes up to the candidate limit, 20,000) keep a running top k instead, since all
+    pairs would cost width² (400 M comparisons: seconds, a denial of service).
     """
     nq, width = ids.shape
     keep = np.zeros((nq, width), dtype=bool)
     if width == 0 or k <= 0:
         return keep
-    if width > _PAIRWISE_MAX:
-        for q in range(nq):
-            keep[q] = _can_rank_streaming(ids[q].tolist(), exact[q].tolist(), k)
-        return keep
-    earlier = np.tri(width, width, -1, dtype=bool).T  # earlier[j, r]: j comes before r
     for q in range(nq):
-        valid = ids[q] >= 0
-        e, i = exact[q][:, None], ids[q][:, None]
-        beats = (e > e.T) | ((e == e.T) & (i < i.T))  # beats[j, r]: j ranks above r
-        beaten_by = (beats & earlier & valid[:, None]).sum(axis=0)
-        keep[q] = valid & (beaten_by < k)
+        valid = np.flatnonzero(ids[q] >= 0)
+        used = int(valid[-1]) + 1 if len(valid) else 0  # empty slots trail: skip them
+        if used > _PAIRWISE_MAX:
+            keep[q, :used] = _can_rank_streaming(
+                ids[q, :used].tolist(), exact[q, :used].tolist(), k
+            )
+        elif used:
+            keep[q, :used] = _can_rank_pairwise(ids[q, :used], exact[q, :used], k)
     return keep
+
+
+def _can_rank_pairwise(ids: np.ndarray, exact: np.ndarray, k: int) -> np.ndarray:
+    """`can_rank` of one row comparing all pairs at once (fast for short rows)."""
+    width = len(ids)
+    earlier = np.tri(width, width, -1, dtype=bool).T  # earlier[j, r]: j comes before r
+    valid = ids >= 0
+    e, i = exact[:, None], ids[:, None]
+    beats = (e > e.T) | ((e == e.T) & (i < i.T))  # beats[j, r]: j ranks above r
+    beaten_by = (beats & earlier & valid[:, None]).sum(axis=0)
+    result: np.ndarray = valid & (beaten_by < k)
+    return result
 
 
 _PAIRWISE_MAX = 256
