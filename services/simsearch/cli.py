@@ -19,8 +19,6 @@ from typing import Any
 from simsearch.common.errors import ConfigError, SimsearchError
 from simsearch.common.settings import ServiceSettings
 
-PLANNED = ("router", "shard")
-
 
 def _run(app: Any, settings: ServiceSettings) -> int:
     """Serve `app` with uvicorn behind the edge limits (common/edge.py); our JSON logging,
@@ -96,9 +94,6 @@ def _serve(args: argparse.Namespace) -> int:
         return _serve_shard(args)
     if args.role == "router":
         return _serve_router(args)
-    if args.role in PLANNED:
-        print(f"simsearch: the {args.role} role is not built yet", file=sys.stderr)
-        return 2
     return _serve_embedder(args)
 
 
@@ -116,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run one service in the foreground")
-    serve.add_argument("role", choices=("embedder", *PLANNED))
+    serve.add_argument("role", choices=("embedder", "router", "shard"))
     serve.add_argument("--host", help="interface to bind (SIMSEARCH_HOST)")
     serve.add_argument("--port", type=int, help="port (SIMSEARCH_PORT)")
     serve.add_argument("--model", help="embedder model (SIMSEARCH_MODEL)")
