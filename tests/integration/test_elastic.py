@@ -29,23 +29,13 @@ from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.local.cluster import ClusterState, alive
 from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
-from tests.support.procs import run_cli
+from tests.support.procs import run_cli, wait_for
 from tests.support.s3server import free_port_block
 
 pytestmark = pytest.mark.integration
 
 RATE = 40.0  # queries per second, above the 30 the acceptance asks for
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll `check` until it holds; return the seconds it took; fail naming `what`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if check():
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
 def dead(pid: int) -> bool:

@@ -35,6 +35,7 @@ from simsearch.common.placement import partitions_for
 from simsearch.common.storage import S3Options, open_store
 from simsearch.indexer.writer import write_index
 from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
+from tests.support import procs
 from tests.support.cluster import spawn
 from tests.support.procs import Service, wait_ready
 from tests.support.s3server import AWS, s3_client, stop_process
@@ -127,16 +128,8 @@ def figures(
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Poll `check` until it holds; the seconds it took; fail naming `what`."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        try:
-            if check():
-                return time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
+    """`procs.wait_for`, a service that does not answer yet counting as "not yet"."""
+    return procs.wait_for(check, timeout_s, what, ignore=(httpx.HTTPError,))
 
 
 def get(url: str) -> dict[str, object]:

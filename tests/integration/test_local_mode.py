@@ -6,27 +6,18 @@ import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.support.procs import run_cli as cli
+from tests.support.procs import wait_for
 from tests.support.s3server import free_port_block
 
 pytestmark = pytest.mark.integration
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
-
-
-def wait_for(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise TimeoutError("condition not met")
 
 
 def test_up_search_scale_down(tmp_path: Path) -> None:

@@ -8,8 +8,7 @@ not ready) for its `/admin/reload`, alone and behind a router that forwards its 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.keyfiles import swap_secret_volume
-from tests.support.procs import Service, start_service
+from tests.support.procs import Service, start_service, wait_for
 from tests.support.s3server import free_port
 
 pytestmark = pytest.mark.integration
@@ -53,15 +52,6 @@ def post(
     if client is not None:
         return client.post(url, json=body, headers=sent, params={"timeout_s": 1})
     return httpx.post(url, json=body, headers=sent, params={"timeout_s": 1}, timeout=10)
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
 def metric(service: Service, name: str, **labels: str) -> float:

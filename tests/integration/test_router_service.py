@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -22,22 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from simsearch.common.placement import partitions_for
 from simsearch.common.wire import decode_vectors
 from tests.support.cluster import DIM, MODEL, N, P, SmallCluster, small_cluster, spawn
-from tests.support.procs import Service, wait_ready
+from tests.support.procs import Service, wait_for, wait_ready
 from tests.support.s3server import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
 K = 10
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll `check` until it holds; fail naming `what` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
 Cluster = SmallCluster

@@ -10,7 +10,6 @@ passes, no mapping of version 1's files may remain, not even of deleted ones.
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +20,7 @@ from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout, ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.writer import write_index
-from tests.support.procs import start_service
+from tests.support.procs import start_service, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +53,6 @@ def search(url: str, version: str) -> None:
     }  # fmt: skip
     response = httpx.post(f"{url}/search", json=body, timeout=10)
     assert response.status_code == 200, response.text
-
-
-def wait_for(check, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
 def test_a_dropped_version_is_no_longer_mapped(tmp_path: Path) -> None:

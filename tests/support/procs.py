@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,25 @@ class Service:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def wait_for(
+    check: Callable[[], bool],
+    timeout_s: float = 60,
+    what: str = "the condition",
+    ignore: tuple[type[BaseException], ...] = (),
+) -> float:
+    """Poll `check` every 0.1 s until it holds; the seconds it took. Fails naming `what` at
+    the deadline; exceptions of the `ignore` types count as "not yet"."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            if check():
+                return time.monotonic() - started
+        except ignore:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout_s}s")
 
 
 def wait_ready(service: Service, path: str, timeout_s: float) -> None:
