@@ -38,7 +38,7 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_bench import cpu_per_query, latency, throughput  # sibling: the cluster's client
+from search_bench import latency, loaded_pass  # a sibling script: the cluster's own client
 
 ANSWER = orjson.dumps(
     {
@@ -184,17 +184,11 @@ def measure(
 ) -> dict[str, Any]:
     """p50/p99 at concurrency 1, QPS at 8, and each process's CPU ms per query at 8."""
     times, _ = latency(port, payloads)
-    measured: list[tuple[float, int]] = []
-
-    def loaded() -> int:
-        measured.append(throughput(port, payloads, 8, seconds))
-        return measured[0][1]
-
-    cpu = cpu_per_query(pids, loaded)
+    qps, _, cpu = loaded_pass(port, payloads, seconds, pids)
     return {
         "p50_ms": float(np.percentile(times, 50) * 1000),
         "p99_ms": float(np.percentile(times, 99) * 1000),
-        "qps_c8": measured[0][0],
+        "qps_c8": qps,
         "cpu_ms_per_query_c8": cpu,
     }
 

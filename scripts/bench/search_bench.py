@@ -280,6 +280,21 @@ def cpu_per_query(pids: dict[str, int], run: Callable[[], int]) -> dict[str, flo
     return {name: round(ms, 3) for name, ms in out.items()}
 
 
+def loaded_pass(
+    port: int, q: list[bytes], seconds: float, pids: dict[str, int]
+) -> tuple[float, int, dict[str, float]]:
+    """QPS with 8 clients for `seconds`, the queries served, and each process's CPU ms per
+    query over that pass (`cpu_per_query`)."""
+    measured: list[tuple[float, int]] = []
+
+    def loaded() -> int:
+        measured.append(throughput(port, q, 8, seconds))
+        return measured[0][1]
+
+    cpu = cpu_per_query(pids, loaded)
+    return measured[0][0], measured[0][1], cpu
+
+
 def memory(pid: int) -> dict[str, int]:
     """kB figures from /proc/PID/smaps_rollup (Linux)."""
     fields = {}
@@ -474,16 +489,11 @@ def main() -> None:
         result["cpu_ms_per_query_c1"] = cpu_per_query(
             pids, lambda: len(latency(args.port, payloads)[0]) + 1
         )
-        measured: list[tuple[float, int]] = []
-
-        def loaded() -> int:
-            measured.append(throughput(args.port, payloads, 8, args.seconds))
-            return measured[0][1]
-
-        result["cpu_ms_per_query_c8"] = cpu_per_query(pids, loaded)
-        result["qps_c8"] = measured[0][0]
+        result["qps_c8"], loaded, result["cpu_ms_per_query_c8"] = loaded_pass(
+            args.port, payloads, args.seconds, pids
+        )
         result["qps_c8_over_baseline"] = result["qps_c8"] / figures["qps_threads"]
-        served = measured[0][1] + 3 * (len(q) + 1)  # + warm-up, latency, CPU passes
+        served = loaded + 3 * (len(q) + 1)  # + warm-up, latency, CPU passes
         if served < args.memory_after:
             served += throughput(args.port, payloads, 8, 3600, args.memory_after - served)[1]
         result["queries_before_memory"] = served
