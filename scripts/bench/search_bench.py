@@ -36,7 +36,8 @@ from faiss.contrib.evaluation import check_ref_knn_with_draws
 
 from simsearch.common.ann import Template, candidates, to_fast_scan
 from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.faissbuild import fill_partition
 from simsearch.indexer.writer import write_index

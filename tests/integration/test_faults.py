@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import ModelInfo
 from simsearch.common.placement import partitions_for
 from simsearch.common.storage import S3Options, open_store
 from simsearch.indexer.writer import write_index

@@ -26,7 +26,8 @@ import httpx
 import numpy as np
 import pytest
 
-from simsearch.common.layout import IndexLayout, Manifest, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import Manifest, ModelInfo
 from simsearch.common.placement import partitions_for
 from simsearch.common.storage import FileStore, S3Options, S3Store
 from simsearch.common.topk import Candidates, merge

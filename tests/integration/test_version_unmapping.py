@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.writer import write_index
 from tests.support.procs import start_service, wait_for

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.writer import write_index
 from tests.support.procs import Service, wait_ready

@@ -20,15 +20,11 @@ import pytest
 from botocore.config import Config
 from pydantic import ValidationError
 
-from simsearch.common.errors import InvalidParameter, NotFound
-from simsearch.common.layout import (
-    FEATURES_FILE,
+from simsearch.common.errors import CorruptIndex, InvalidParameter, NotFound
+from simsearch.common.layout import FEATURES_FILE, INDEX_FILE, TRAINED_FILE, IndexLayout
+from simsearch.common.manifest import (
     FORMAT_VERSION,
-    INDEX_FILE,
-    TRAINED_FILE,
-    CorruptIndex,
     FileRef,
-    IndexLayout,
     IndexParams,
     Manifest,
     ModelInfo,

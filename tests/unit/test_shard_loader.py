@@ -16,14 +16,9 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from simsearch.common.layout import (
-    CorruptIndex,
-    FileRef,
-    IndexLayout,
-    Manifest,
-    ModelInfo,
-    verify_file,
-)
+from simsearch.common.errors import CorruptIndex
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import FileRef, Manifest, ModelInfo, verify_file
 from simsearch.common.placement import partitions_for
 from simsearch.common.storage import FileStore
 from simsearch.indexer.writer import write_index

@@ -18,7 +18,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from simsearch.common.errors import InvalidParameter, InvalidVector, NotFound
-from simsearch.common.layout import IndexLayout, IndexParams, Manifest, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import IndexParams, Manifest, ModelInfo
 from simsearch.common.storage import FileStore
 from simsearch.common.topk import Candidates, merge
 from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_array, encode_array

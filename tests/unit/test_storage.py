@@ -6,10 +6,13 @@ patching), so signing, multipart uploads, HTTP error codes and retries are the r
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import random
 import re
 import time
+import types
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -22,6 +25,7 @@ import boto3.session
 import pytest
 from botocore.config import Config
 
+import simsearch.common.storage as storage_package
 from simsearch.common.errors import (
     ConfigError,
     InvalidParameter,
@@ -460,3 +464,65 @@ def test_file_store_make_bucket_creates_the_folder(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "new" / "root")
     assert store.ensure_root() is True
     assert store.ensure_root() is False
+
+
+# -------------------------------------------------------------------- public surface
+
+STORAGE = "simsearch.common.storage"
+MODULES = ("atomic", "base", "file", "s3", "uri")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _defined_public_names(module: types.ModuleType) -> set[str]:
+    """Public names a module defines itself (classes, functions, constants), not imports."""
+    tree = ast.parse(Path(str(module.__file__)).read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {name for name in names if not name.startswith("_")}
+
+
+def _imported_storage_names() -> set[tuple[str, str]]:
+    """(file, name) for every name imported from the storage package or its modules."""
+    found: set[tuple[str, str]] = set()
+    for top in ("services", "tests", "scripts"):
+        for path in (REPO / top).rglob("*.py"):
+            if STORAGE.replace(".", "/") in path.as_posix():
+                continue  # the package's own modules import each other by design
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(STORAGE):
+                    found.update((path.name, alias.name) for alias in node.names)
+    return found
+
+
+def test_storage_all_is_complete() -> None:
+    """Like httpx: `__all__` is exactly what the package offers, so nothing is reachable
+    only through a module path, and `from simsearch.common.storage import X` always works.
+    """
+    modules = [importlib.import_module(f"{STORAGE}.{name}") for name in MODULES]
+    union: set[str] = set()
+    for module in modules:
+        assert set(module.__all__) == _defined_public_names(module), module.__name__
+        union.update(module.__all__)
+        for name in module.__all__:
+            assert getattr(storage_package, name) is getattr(module, name), name
+    assert set(storage_package.__all__) == union
+    assert len(storage_package.__all__) == len(union)  # no name listed twice
+    offered = {n for n in vars(storage_package) if not n.startswith("_") and n not in MODULES}
+    assert offered == union, "every public name of the package is in __all__"
+
+
+def test_everything_imported_from_storage_is_public() -> None:
+    """No module reaches into the package for a private name or one missing from __all__."""
+    wrong = sorted(
+        (file, name)
+        for file, name in _imported_storage_names()
+        if name not in storage_package.__all__
+    )
+    assert wrong == []

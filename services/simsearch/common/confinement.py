@@ -37,14 +37,12 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 from simsearch.common.errors import ConfigError, Forbidden, InvalidParameter
-from simsearch.common.storage import (
-    _check_key,
-    _normalize_prefix,
-    _parse_file,
-    _parse_s3,
-    _scheme,
-    split_object_uri,
-)
+from simsearch.common.storage import check_key as _check_key
+from simsearch.common.storage import normalize_prefix as _normalize_prefix
+from simsearch.common.storage import parse_file_uri as _parse_file
+from simsearch.common.storage import parse_s3_uri as _parse_s3
+from simsearch.common.storage import split_object_uri
+from simsearch.common.storage import uri_scheme as _scheme
 
 __all__ = ["AllowedRoots", "Root", "Target", "has_dot_dot", "parse_root", "parse_roots"]
 

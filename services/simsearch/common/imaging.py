@@ -203,42 +203,12 @@ def decode_image(
     """
     if draft_size is not None and draft_size < 1:
         raise ValueError(f"draft_size must be a positive number of pixels, got {draft_size}")
-
-    size = len(data)
-    if size > limits.max_bytes:
-        raise errors.PayloadTooLarge(
-            f"the image is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes "
-            f"({_mib(limits.max_bytes)}); it was refused before decoding"
-        )
-    if size == 0:
-        raise errors.EmptyInput("the image is empty (0 bytes); send the image file's contents")
-
-    fmt = sniff_format(data)
-    opener = _OPENERS.get(fmt) if fmt is not None else None
-    if fmt is None or opener is None:
-        what = (
-            "not an image format we decode"
-            if fmt is None
-            else f"{fmt}, which this build cannot decode"
-        )
-        raise errors.UnsupportedMediaType(
-            f"the data is {what} (the format is identified from the file's first bytes, not "
-            f"its name or content type); accepted formats: {_ACCEPTED_LIST}"
-        )
-
+    _check_size(len(data), limits)
+    fmt, opener = _opener_for(data)
     source: ImageFile.ImageFile | None = None
     try:
         source = opener(io.BytesIO(data))  # parses the header only
-        _check_pixels(fmt, source.size, limits)
-        if draft_size is not None and isinstance(source, JpegImagePlugin.JpegImageFile):
-            source.draft("RGB", (draft_size, draft_size))
-        source.load()  # decodes the first frame; raises on truncated data
-        oriented = _apply_orientation(source)
-        rgb = to_rgb(oriented)
-        if rgb is source:
-            rgb = source.copy()  # detach the result from the file object we close below
-        rgb.load()
-        return rgb
+        return _decode_rgb(source, fmt, limits, draft_size)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own check, on sizes our header check cannot see (a GIF frame larger than
         # its logical screen); the warning is only raised when warnings are errors (pytest).
@@ -254,6 +224,58 @@ def decode_image(
     finally:
         if source is not None:
             source.close()
+
+
+def _check_size(size: int, limits: DecodeLimits) -> None:
+    """Steps 1 and 2: refuse oversized or empty input before a single byte is parsed."""
+    if size > limits.max_bytes:
+        raise errors.PayloadTooLarge(
+            f"the image is {size:,} bytes, over the limit of {limits.max_bytes:,} bytes "
+            f"({_mib(limits.max_bytes)}); it was refused before decoding"
+        )
+    if size == 0:
+        raise errors.EmptyInput("the image is empty (0 bytes); send the image file's contents")
+
+
+def _opener_for(data: bytes) -> tuple[str, _Opener]:
+    """Step 3: the format the magic bytes name and the one Pillow plugin that parses it.
+
+    Refused (`UnsupportedMediaType`) when the bytes name no format we accept, or one this
+    build of Pillow cannot decode (WEBP without libwebp).
+    """
+    fmt = sniff_format(data)
+    opener = _OPENERS.get(fmt) if fmt is not None else None
+    if fmt is None or opener is None:
+        what = (
+            "not an image format we decode"
+            if fmt is None
+            else f"{fmt}, which this build cannot decode"
+        )
+        raise errors.UnsupportedMediaType(
+            f"the data is {what} (the format is identified from the file's first bytes, not "
+            f"its name or content type); accepted formats: {_ACCEPTED_LIST}"
+        )
+    return fmt, opener
+
+
+def _decode_rgb(
+    source: ImageFile.ImageFile, fmt: str, limits: DecodeLimits, draft_size: int | None
+) -> Image.Image:
+    """Steps 4 to 6 on a parsed header: pixel limit, decode, orientation, RGB.
+
+    Pillow's exceptions pass through to `decode_image`, which maps them; the result is
+    detached from `source`, which the caller closes.
+    """
+    _check_pixels(fmt, source.size, limits)
+    if draft_size is not None and isinstance(source, JpegImagePlugin.JpegImageFile):
+        source.draft("RGB", (draft_size, draft_size))
+    source.load()  # decodes the first frame; raises on truncated data
+    oriented = _apply_orientation(source)
+    rgb = to_rgb(oriented)
+    if rgb is source:
+        rgb = source.copy()  # detach the result from `source`, which the caller closes
+    rgb.load()
+    return rgb
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

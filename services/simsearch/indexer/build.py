@@ -27,7 +27,8 @@ from tqdm import tqdm
 from simsearch.common.errors import ConfigError, NoImages, NotFound
 from simsearch.common.features import open_features
 from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, Manifest
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import Manifest
 from simsearch.common.storage import ObjectStore
 from simsearch.indexer.embedding import EmbedBackend
 from simsearch.indexer.journal import Journal

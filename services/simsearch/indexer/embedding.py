@@ -17,7 +17,7 @@ import numpy as np
 
 from simsearch.common.errors import ConfigError, Forbidden, SimsearchError, StorageError
 from simsearch.common.imaging import DecodeLimits, decode_image
-from simsearch.common.layout import ModelInfo
+from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import ObjectStore
 from simsearch.common.telemetry import outgoing_headers
 from simsearch.common.wire import EmbedderInfo, EmbedResponse, decode_vectors

@@ -20,7 +20,7 @@ import numpy as np
 
 from simsearch.common.ann import Template, is_fast_scan, unit_rows
 from simsearch.common.errors import InvalidParameter
-from simsearch.common.layout import IndexParams
+from simsearch.common.manifest import IndexParams
 
 EXACT_BELOW = 50_000  # under this many vectors an exact scan is fast enough and perfect
 MIN_POINTS_PER_CENTROID = 39  # FAISS k-means warns below this: centroids would be noise

@@ -15,7 +15,8 @@ import numpy as np
 
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.ids import key_ids
-from simsearch.common.layout import IndexLayout, Manifest, ModelInfo
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import Manifest, ModelInfo
 from simsearch.indexer.writer import Progress, write_index
 
 OLD_SERVICE_MODEL = "resnet50"  # what the old service embedded with (2048-d)

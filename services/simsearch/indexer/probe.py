@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from simsearch.common.ann import Template, candidates
-from simsearch.common.layout import RecallProbe
+from simsearch.common.manifest import RecallProbe
 
 PROBE_QUERIES = 1000
 PROBE_K = 10

@@ -27,12 +27,9 @@ from simsearch.common.ann import Template, to_fast_scan
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.features import write_features
 from simsearch.common.ids import partition_of_many
-from simsearch.common.layout import (
-    FEATURES_FILE,
-    INDEX_FILE,
-    TRAINED_FILE,
+from simsearch.common.layout import FEATURES_FILE, INDEX_FILE, TRAINED_FILE, IndexLayout
+from simsearch.common.manifest import (
     FileRef,
-    IndexLayout,
     IndexParams,
     Manifest,
     ModelInfo,

@@ -46,14 +46,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from simsearch.common.layout import (
-    CorruptIndex,
-    FileRef,
-    IndexLayout,
-    Manifest,
-    PartitionInfo,
-    verify_file,
-)
+from simsearch.common.errors import CorruptIndex
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import FileRef, Manifest, PartitionInfo, verify_file
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.searcher import Partition, VersionIndex, load_partition, load_template
 

@@ -42,7 +42,8 @@ from simsearch.common.errors import (
     VersionNotLoaded,
 )
 from simsearch.common.ids import MAX_ID
-from simsearch.common.layout import IndexLayout, Manifest
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import Manifest
 from simsearch.common.telemetry import run_in_context
 from simsearch.common.topk import can_rank
 from simsearch.common.wire import (

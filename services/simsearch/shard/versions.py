@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from simsearch.common.errors import LocalWriteError, ObjectNotFound, StorageError
-from simsearch.common.layout import Manifest
+from simsearch.common.manifest import Manifest
 from simsearch.common.placement import partitions_for
 from simsearch.shard.loader import PartitionCache, Served
 from simsearch.shard.searcher import VersionIndex
