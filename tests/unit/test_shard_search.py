@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from simsearch.common.errors import InvalidParameter, InvalidVector, NotFound
+from simsearch.common.errors import (
+    InvalidParameter,
+    InvalidVector,
+    NotFound,
+    PartitionsNotReady,
+    VersionNotLoaded,
+)
 from simsearch.common.layout import IndexLayout, IndexParams, Manifest, ModelInfo
 from simsearch.common.storage import FileStore
 from simsearch.common.topk import Candidates, merge
@@ -25,8 +31,10 @@ from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_ar
 from simsearch.indexer.writer import write_index
 from simsearch.router.planner import ShardView, choose_version
 from simsearch.shard.app import build_service, create_app
+from simsearch.shard.execute import execute
 from simsearch.shard.metrics import ShardMetrics
-from simsearch.shard.service import PartitionsNotReady, ShardService, VersionNotLoaded
+from simsearch.shard.query import prepare
+from simsearch.shard.service import ShardService
 from simsearch.shard.settings import ShardSettings
 
 P = 8
@@ -94,7 +102,7 @@ def candidates(answer: ShardCandidates) -> Candidates:
 
 def search(service: ShardService, req: object) -> ShardCandidates:
     assert isinstance(req, ShardSearchRequest)
-    return service.execute(service.plan(req))
+    return execute(prepare(req, service.holdings, service.settings), service.metrics)
 
 
 def test_two_shards_merged_equal_brute_force(
