@@ -58,7 +58,7 @@ def shard(root: Path, ordinal: int, replicas: int, cache: Path) -> ShardService:
         store=str(root), shard_ordinal=ordinal, replicas=replicas, cache_dir=cache
     )
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
-    service.poll_once()
+    service.poller.poll_once()
     return service
 
 
@@ -195,7 +195,7 @@ def test_not_ready_before_anything_is_published(tmp_path: Path) -> None:
     settings = ShardSettings(store=str(tmp_path / "empty"), shard_ordinal=0, cache_dir=tmp_path)
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
     assert service.readiness() == (False, "waiting for the first poll of the index")
-    service.poll_once()
+    service.poller.poll_once()
     ready, reason = service.readiness()
     assert not ready and "no published version" in reason
 
@@ -212,11 +212,11 @@ def test_not_ready_until_the_topology_file_appears(
         cache_dir=tmp_path / "cache",
     )
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
-    service.poll_once()
+    service.poller.poll_once()
     ready, reason = service.readiness()
     assert not ready and "topology.json: missing" in reason
     topology.write_text('{"replicas": 2}')
-    service.poll_once()
+    service.poller.poll_once()
     assert service.readiness()[0] and service.info().replicas == 2
 
 
@@ -278,7 +278,7 @@ def test_reload_polls_now_and_follows_a_rollback(tmp_path: Path) -> None:
                     "error": None,
                 }
                 m2 = write_index(layout, IDS, VECTORS, PATHS, model, partitions=P, base=m1)
-                assert service.live == m1.version  # the poller sleeps for an hour...
+                assert service.holdings.live == m1.version  # the poller sleeps for an hour...
                 second = await client.post("/admin/reload", params={"timeout_s": 60})
                 assert second.status_code == 200  # ...unless woken
                 assert second.json()["current"] == m2.version

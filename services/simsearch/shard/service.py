@@ -65,7 +65,6 @@ class ShardService:
         metrics: ShardMetrics,
     ) -> None:
         self.settings = settings
-        self.layout = layout
         self.topology = topology
         self.holdings = holdings
         self.metrics = metrics
@@ -90,16 +89,6 @@ class ShardService:
         """Stop polling (a load in progress stops between partitions) and the search pool."""
         self.poller.stop(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def poll_once(self) -> None:
-        """One poll in the calling thread (tests and tools; the poller runs the same)."""
-        self.poller.poll_once()
-
-    @property
-    def live(self) -> str | None:
-        """What CURRENT named at the last poll that could read it (kept by the holdings, so a
-        store outage keeps reporting the last known live version rather than none)."""
-        return self.holdings.live
 
     # ---- reload, readiness and info
 
