@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from simsearch.common.errors import InvalidParameter, InvalidVector, NotFound
+from simsearch.common.errors import (
+    InvalidParameter,
+    InvalidVector,
+    NotFound,
+    PartitionsNotReady,
+    VersionNotLoaded,
+)
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import IndexParams, Manifest, ModelInfo
 from simsearch.common.storage import FileStore
@@ -26,8 +32,10 @@ from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_ar
 from simsearch.indexer.writer import write_index
 from simsearch.router.planner import ShardView, choose_version
 from simsearch.shard.app import build_service, create_app
+from simsearch.shard.execute import execute
 from simsearch.shard.metrics import ShardMetrics
-from simsearch.shard.service import PartitionsNotReady, ShardService, VersionNotLoaded
+from simsearch.shard.query import prepare
+from simsearch.shard.service import ShardService
 from simsearch.shard.settings import ShardSettings
 
 P = 8
@@ -51,7 +59,7 @@ def shard(root: Path, ordinal: int, replicas: int, cache: Path) -> ShardService:
         store=str(root), shard_ordinal=ordinal, replicas=replicas, cache_dir=cache
     )
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
-    service.poll_once()
+    service.poller.poll_once()
     return service
 
 
@@ -95,7 +103,7 @@ def candidates(answer: ShardCandidates) -> Candidates:
 
 def search(service: ShardService, req: object) -> ShardCandidates:
     assert isinstance(req, ShardSearchRequest)
-    return service.execute(service.plan(req))
+    return execute(prepare(req, service.holdings, service.settings), service.metrics)
 
 
 def test_two_shards_merged_equal_brute_force(
@@ -188,7 +196,7 @@ def test_not_ready_before_anything_is_published(tmp_path: Path) -> None:
     settings = ShardSettings(store=str(tmp_path / "empty"), shard_ordinal=0, cache_dir=tmp_path)
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
     assert service.readiness() == (False, "waiting for the first poll of the index")
-    service.poll_once()
+    service.poller.poll_once()
     ready, reason = service.readiness()
     assert not ready and "no published version" in reason
 
@@ -205,11 +213,11 @@ def test_not_ready_until_the_topology_file_appears(
         cache_dir=tmp_path / "cache",
     )
     service = build_service(settings, ShardMetrics(CollectorRegistry()))
-    service.poll_once()
+    service.poller.poll_once()
     ready, reason = service.readiness()
     assert not ready and "topology.json: missing" in reason
     topology.write_text('{"replicas": 2}')
-    service.poll_once()
+    service.poller.poll_once()
     assert service.readiness()[0] and service.info().replicas == 2
 
 
@@ -271,7 +279,7 @@ def test_reload_polls_now_and_follows_a_rollback(tmp_path: Path) -> None:
                     "error": None,
                 }
                 m2 = write_index(layout, IDS, VECTORS, PATHS, model, partitions=P, base=m1)
-                assert service.live == m1.version  # the poller sleeps for an hour...
+                assert service.holdings.live == m1.version  # the poller sleeps for an hour...
                 second = await client.post("/admin/reload", params={"timeout_s": 60})
                 assert second.status_code == 200  # ...unless woken
                 assert second.json()["current"] == m2.version

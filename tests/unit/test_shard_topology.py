@@ -1,4 +1,7 @@
-"""Shard identity and topology: ordinals from pod names, the file source, settings refusals."""
+"""Shard identity and topology: ordinals from pod names, the static and file sources.
+
+The settings that resolve the ordinal are tested in `test_shard_settings.py`.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,6 @@ import pytest
 
 from simsearch.common.errors import ConfigError
 from simsearch.common.ordinal import parse_ordinal
-from simsearch.common.settings import load_settings
-from simsearch.shard.settings import ShardSettings
 from simsearch.shard.topology import FileTopology, StaticTopology, TopologyUnknown
 
 
@@ -79,44 +80,3 @@ def test_file_topology_waits_for_its_file(tmp_path: Path) -> None:
 def test_file_topology_in_a_missing_folder_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="SIMSEARCH_TOPOLOGY_FILE"):
         FileTopology(tmp_path / "nowhere" / "topology.json")
-
-
-def test_settings_need_a_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SIMSEARCH_SHARD_ORDINAL", "0")
-    with pytest.raises(ConfigError, match=r"SIMSEARCH_STORE: .*required"):
-        load_settings(ShardSettings)
-
-
-def test_ordinal_from_env_pod_name_or_hostname(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SIMSEARCH_STORE", "file:///data")
-    monkeypatch.setenv("SIMSEARCH_REPLICAS", "8")
-    monkeypatch.setenv("HOSTNAME", "rel-shard-2")
-    assert load_settings(ShardSettings).ordinal == 2
-    monkeypatch.setenv("SIMSEARCH_POD_NAME", "rel-shard-5")
-    assert load_settings(ShardSettings).ordinal == 5
-    monkeypatch.setenv("SIMSEARCH_SHARD_ORDINAL", "7")
-    settings = load_settings(ShardSettings)
-    assert settings.ordinal == 7
-    assert settings.cache_path.name == "simsearch-shard-7"
-    assert settings.port == 8002
-
-
-def test_unknown_ordinal_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOSTNAME", "laptop")
-    with pytest.raises(ConfigError, match="SIMSEARCH_SHARD_ORDINAL") as caught:
-        load_settings(ShardSettings, store="file:///data")
-    assert "'laptop'" in caught.value.reason
-
-
-def test_static_ordinal_must_fit_the_replicas() -> None:
-    with pytest.raises(ConfigError, match=r"SIMSEARCH_REPLICAS: .*at least 4 replicas"):
-        load_settings(ShardSettings, store="/data", shard_ordinal=3, replicas=2)
-
-
-def test_file_topology_needs_its_file() -> None:
-    with pytest.raises(ConfigError, match="SIMSEARCH_TOPOLOGY_FILE"):
-        load_settings(ShardSettings, store="/data", shard_ordinal=0, topology="file")
-    settings = load_settings(
-        ShardSettings, store="/data", shard_ordinal=4, topology="file", topology_file="/t.json"
-    )
-    assert settings.topology_file == Path("/t.json")  # ordinal 4 ≥ replicas is fine here

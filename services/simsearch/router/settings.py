@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from simsearch.common.apikeys import KeySettings, parse_key_list
+from simsearch.common.settings import MAX_CANDIDATES
 from simsearch.router.clientip import TrustedProxies
 from simsearch.router.ratelimit import ROUTE_CLASSES, Limit, RouteClass, Target
 
@@ -127,7 +128,9 @@ class RouterSettings(KeySettings):
         ),
     )
     max_candidates: int = Field(
-        20_000, ge=1, description="Largest k·refine a query may ask (the shards' own limit)."
+        MAX_CANDIDATES,
+        ge=1,
+        description="Largest k·refine a query may ask (the shards' own limit).",
     )
     max_upload_bytes: int = Field(20 * _MIB, ge=1024, description="Largest /search/image file.")
     max_vector_body_bytes: int = Field(

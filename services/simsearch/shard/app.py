@@ -1,4 +1,5 @@
-"""The shard's HTTP API (FastAPI). Routes stay thin; the work is in `service.py`.
+"""The shard's HTTP app (FastAPI): settings → service → app. Routes are in `routes.py`,
+their dependencies in `deps.py`, the work in `service.py` and the modules it names.
 
 POST /search         a query batch for named partitions of one version → candidates
 GET  /items/{id}     path and exact vector of one indexed image (?version=)
@@ -14,18 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.types import Scope
 
 import simsearch
-from simsearch.common.apidoc import error_responses
-from simsearch.common.apikeys import KeySource, authorize
 from simsearch.common.errors import ConfigError, InvalidParameter
 from simsearch.common.http import (
     JsonFastPath,
@@ -34,17 +32,11 @@ from simsearch.common.http import (
     install_error_handlers,
     metrics_router,
 )
-from simsearch.common.ids import MAX_ID
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.common.telemetry import HttpMetrics
-from simsearch.common.wire import (
-    ShardCandidates,
-    ShardInfo,
-    ShardItem,
-    ShardReload,
-    ShardSearchRequest,
-)
+from simsearch.common.wire import ShardSearchRequest
+from simsearch.shard import routes
 from simsearch.shard.loader import PartitionCache
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.service import ShardService
@@ -92,50 +84,31 @@ def build_service(settings: ShardSettings, metrics: ShardMetrics) -> ShardServic
     return ShardService(settings, layout, build_topology(settings), holdings, metrics)
 
 
-async def get_service(request: Request) -> ShardService:
-    """The service created in the lifespan (injected, never a module global)."""
-    service: ShardService = request.app.state.service
-    return service
-
-
-ServiceDep = Annotated[ShardService, Depends(get_service)]
-
-
-async def require_admin_key(request: Request) -> None:
-    """With keys configured, `/admin/reload` needs an admin key (401 none or unknown, 403 a
-    search key); with none it stays open: shards are internal, reachable from the router
-    only (the chart's NetworkPolicy), and local mode has no keys."""
-    keys: KeySource = request.app.state.keys
-    authorize(keys, request.headers, "admin")
-
-
-AdminDep = Depends(require_admin_key)
-
-
-# the id range in the schema only: an id outside it keeps its 400 naming the range
-ItemIdPath = Annotated[
-    int, Path(json_schema_extra={"format": "int64", "minimum": 0, "maximum": MAX_ID})
-]
-ReloadTimeout = Annotated[
-    float,
-    Query(
-        ge=0,
-        le=300,
-        description="Seconds to wait for the poll (0: just trigger it); then 202 if unfinished.",
-    ),
-]
-
-
 def create_app(settings: ShardSettings, service: ShardService | None = None) -> FastAPI:
     """The shard app; `service` may be passed in (the CLI builds it first to fail fast on bad
     settings, tests inject one) — else it is built in the lifespan. Its metrics registry is
     the app's, so `/metrics` shows HTTP and shard metrics together."""
     shard_metrics = service.metrics if service else ShardMetrics(CollectorRegistry())
     http_metrics = HttpMetrics("shard", shard_metrics.registry)
+    lifespan = _lifespan(settings, service, shard_metrics)
+    app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
+    app.state.keys = settings.key_source()
+    _install_middleware(app, settings, http_metrics)
+    install_error_handlers(app)
+    app.include_router(health_router(partial(_readiness, app)))
+    app.include_router(metrics_router(http_metrics))
+    app.include_router(routes.router)
+    return app
+
+
+def _lifespan(
+    settings: ShardSettings, service: ShardService | None, metrics: ShardMetrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the service (built here unless given) and stop it, with its topology, at exit."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        running = service or build_service(settings, shard_metrics)
+        running = service or build_service(settings, metrics)
         app.state.service = running
         running.start()
         log.info(
@@ -148,8 +121,12 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         await asyncio.to_thread(running.stop)
         await asyncio.to_thread(close_topology, running.topology)
 
-    app = FastAPI(title="simsearch shard", version=simsearch.__version__, lifespan=lifespan)
-    app.state.keys = settings.key_source()
+    return lifespan
+
+
+def _install_middleware(app: FastAPI, settings: ShardSettings, metrics: HttpMetrics) -> None:
+    """The raw-ASGI fast path for `POST /search`, inside the request context (ids, metrics,
+    body limit): added first, so that RequestContextMiddleware is the outer one."""
 
     async def fast_search(body: bytes, _scope: Scope) -> bytes:
         """`POST /search` without FastAPI's routing layers (see `JsonFastPath`)."""
@@ -157,58 +134,13 @@ def create_app(settings: ShardSettings, service: ShardService | None = None) -> 
         found = await running.search(ShardSearchRequest.model_validate_json(body))
         return found.model_dump_json().encode()
 
-    # inside RequestContextMiddleware (added after it, so it is the outer one)
     app.add_middleware(JsonFastPath, routes={("POST", "/search"): fast_search})
     app.add_middleware(
-        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_request_bytes
+        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_request_bytes
     )
-    install_error_handlers(app)
 
-    def readiness() -> tuple[bool, str]:
-        running: ShardService | None = getattr(app.state, "service", None)
-        return running.readiness() if running is not None else (False, "starting")
 
-    app.include_router(health_router(readiness))
-    app.include_router(metrics_router(http_metrics))
-
-    @app.post("/search", response_model=ShardCandidates, responses=error_responses(400, 409, 422))
-    async def search(body: ShardSearchRequest, service: ServiceDep) -> Response:
-        """Top k·refine candidates of each query over exactly the partitions named.
-
-        Serialised here, once: FastAPI would validate the model it was just given again.
-        """
-        found = await service.search(body)
-        return Response(found.model_dump_json(), media_type="application/json")
-
-    @app.get(
-        "/items/{item_id}",
-        response_model=ShardItem,
-        responses=error_responses(400, 404, 409, 422),
-    )
-    async def item(
-        item_id: ItemIdPath, service: ServiceDep, version: Annotated[str | None, Query()] = None
-    ) -> ShardItem:
-        """One indexed image: 404 if unknown, 409 if its partition is not served here."""
-        return service.item(item_id, version)
-
-    @app.get("/info", response_model=ShardInfo)
-    async def info(service: ServiceDep) -> ShardInfo:
-        """What this shard serves now; the router plans every query from it."""
-        return service.info()
-
-    @app.post(
-        "/admin/reload",
-        response_model=ShardReload,
-        responses={
-            202: {"model": ShardReload, "description": "the poll is still running"},
-            **error_responses(401, 403, 422),
-        },
-        dependencies=[AdminDep],
-    )
-    async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> JSONResponse:
-        """Poll CURRENT now instead of in up to `poll_s`: 200 once that poll finished,
-        202 (same body) if it is still loading when `timeout_s` runs out."""
-        finished, state = await service.reload(timeout_s)
-        return JSONResponse(state.model_dump(), status_code=200 if finished else 202)
-
-    return app
+def _readiness(app: FastAPI) -> tuple[bool, str]:
+    """The service's readiness once the lifespan has made it; "starting" before."""
+    running: ShardService | None = getattr(app.state, "service", None)
+    return running.readiness() if running is not None else (False, "starting")

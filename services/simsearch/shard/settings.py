@@ -8,7 +8,6 @@ partitions, so that is a start-up error, never a guess.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from simsearch.common.apikeys import KeySettings
 from simsearch.common.ordinal import parse_ordinal
+from simsearch.common.settings import MAX_CANDIDATES
 
 
 class ShardSettings(KeySettings):
@@ -35,6 +35,11 @@ class ShardSettings(KeySettings):
     )
     index: str = Field("default", description="Index name under index/<name>/ in the store.")
     pod_name: str | None = Field(None, description="Pod name; the ordinal is its -<n> suffix.")
+    hostname: str | None = Field(
+        None,
+        validation_alias="HOSTNAME",  # not SIMSEARCH_-prefixed: the one the OS/kubelet sets
+        description="The host name (a pod's is its name): the ordinal's source after the pod name.",
+    )
     shard_ordinal: int | None = Field(
         None,
         ge=0,
@@ -69,7 +74,7 @@ class ShardSettings(KeySettings):
     max_k: int = Field(1000, ge=1, le=1000)
     max_batch_queries: int = Field(256, ge=1, le=1024)
     max_candidates: int = Field(
-        20_000, ge=1, description="Largest k·refine one query may ask for (bounds memory)."
+        MAX_CANDIDATES, ge=1, description="Largest k·refine one query may ask for (bounds memory)."
     )
     search_workers: int = Field(4, ge=1, le=256, description="Threads running FAISS searches.")
     faiss_threads: int = Field(
@@ -107,14 +112,15 @@ class ShardSettings(KeySettings):
     def _resolve_ordinal(cls, value: int | None, info: ValidationInfo) -> int:
         if value is not None:
             return value
-        for source in (info.data.get("pod_name"), os.environ.get("HOSTNAME")):
+        pod_name, hostname = info.data.get("pod_name"), info.data.get("hostname")
+        for source in (pod_name, hostname):
             ordinal = parse_ordinal(source) if source else None
             if ordinal is not None:
                 return ordinal
         raise ValueError(
             "cannot tell this shard's ordinal: set SIMSEARCH_SHARD_ORDINAL, or run it as a pod "
             f"named <release>-shard-<n> (SIMSEARCH_POD_NAME / HOSTNAME is "
-            f"{info.data.get('pod_name') or os.environ.get('HOSTNAME')!r})"
+            f"{pod_name or hostname!r})"
         )
 
     @field_validator("replicas")
