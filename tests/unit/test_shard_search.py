@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from simsearch.common.errors import InvalidParameter, InvalidVector, NotFound
+from simsearch.common.errors import (
+    InvalidParameter,
+    InvalidVector,
+    NotFound,
+    PartitionsNotReady,
+    VersionNotLoaded,
+)
 from simsearch.common.layout import IndexLayout, IndexParams, Manifest, ModelInfo
 from simsearch.common.storage import FileStore
 from simsearch.common.topk import Candidates, merge
@@ -26,7 +32,7 @@ from simsearch.indexer.writer import write_index
 from simsearch.router.planner import ShardView, choose_version
 from simsearch.shard.app import build_service, create_app
 from simsearch.shard.metrics import ShardMetrics
-from simsearch.shard.service import PartitionsNotReady, ShardService, VersionNotLoaded
+from simsearch.shard.service import ShardService
 from simsearch.shard.settings import ShardSettings
 
 P = 8
