@@ -375,7 +375,7 @@ class JsonFastPath:
     dependency injection and exception middlewares cost a measurable share of a
     sub-millisecond search. Routes given here read the body, call `handler(body) ->
     JSON bytes` and answer with the same error bodies as the app's handlers (a domain
-    error → its status and code, a pydantic `ValidationError` → 422 `validation_error`).
+    error → `status_for` and its code, a pydantic `ValidationError` → `ValidationFailed`).
     A request with a query string goes the FastAPI way (its parameters are validated there).
     Installed inside `RequestContextMiddleware`, so request ids, the body limit, metrics
     and the access log apply as for every other route; the route still appears in the
