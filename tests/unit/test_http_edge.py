@@ -11,10 +11,14 @@ import asyncio
 import httpx
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
-from simsearch.common.errors import CorruptImage, Overloaded
+from simsearch.common.errors import CorruptImage, Overloaded, RateLimited, StorageError
 from simsearch.common.http import (
+    JsonFastPath,
+    JsonHandler,
     RequestContextMiddleware,
     health_router,
     http_error_code,
@@ -25,9 +29,11 @@ from simsearch.common.http import (
 from simsearch.common.telemetry import HttpMetrics, current_request_id
 
 
-def make_app(ready: bool = True) -> FastAPI:
+def make_app(ready: bool = True, fast: dict[tuple[str, str], JsonHandler] | None = None) -> FastAPI:
     app = FastAPI()
     metrics = HttpMetrics("test", CollectorRegistry())
+    if fast is not None:  # inside the request context, as the services install it
+        app.add_middleware(JsonFastPath, routes=fast)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
@@ -46,6 +52,8 @@ def make_app(ready: bool = True) -> FastAPI:
             raise Overloaded("busy")
         if item_id == 3:
             raise RuntimeError("a bug")
+        if item_id == 4:
+            raise RateLimited("too many", 7)
         return {"id": item_id, "rid": current_request_id()}
 
     @app.post("/upload")
@@ -77,6 +85,8 @@ def test_domain_errors_map_to_status_and_json_body_with_the_request_id() -> None
     }
     assert response.headers["x-request-id"] == "abc"
     assert call(app, "GET", "/items/2").status_code == 503
+    limited = call(app, "GET", "/items/4")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
 
 
 def test_a_bug_is_a_500_that_still_carries_the_request_id() -> None:
@@ -221,3 +231,37 @@ def test_missing_or_nameless_file_parts_say_what_is_wrong() -> None:
         headers={"content-type": "Multipart/Form-Data; boundary=b"},
     )
     assert upper.json() == {"sizes": [1]}  # media types are case-insensitive
+
+
+# --- the raw-ASGI fast path answers errors as the handlers do ----------------------------
+
+
+class Query(BaseModel):
+    k: int = Field(ge=1)
+
+
+async def fast_handler(body: bytes, _: Scope) -> bytes:
+    query = Query.model_validate_json(body)  # a ValidationError: 422 `validation_error`
+    if query.k == 2:
+        raise RateLimited("too many", 3)
+    if query.k == 3:
+        raise StorageError("the store is down")
+    if query.k == 4:
+        raise CorruptImage("bad bytes")
+    return b'{"ok": true}'
+
+
+def make_fast_app() -> FastAPI:
+    return make_app(fast={("POST", "/fast"): fast_handler})
+
+
+def test_the_fast_path_maps_errors_through_the_same_table() -> None:
+    app = make_fast_app()
+    assert call(app, "POST", "/fast", content=b'{"k": 1}').json() == {"ok": True}
+    limited = call(app, "POST", "/fast", content=b'{"k": 2}')
+    assert_uniform(limited, 429, "rate_limited")
+    assert limited.headers["retry-after"] == "3"
+    assert_uniform(call(app, "POST", "/fast", content=b'{"k": 3}'), 503, "storage_error")
+    assert_uniform(call(app, "POST", "/fast", content=b'{"k": 4}'), 400, "corrupt_image")
+    invalid = call(app, "POST", "/fast", content=b'{"k": 0}')
+    assert str(assert_uniform(invalid, 422, "validation_error")["detail"]).startswith("body.k: ")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from simsearch.common.errors import UpstreamFailure
 from simsearch.common.topk import merge
 from simsearch.common.wire import (
     ShardCandidates,
@@ -30,7 +31,7 @@ from simsearch.router.discovery import ShardRegistry, StaticSource
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams, decode_candidates
 from simsearch.router.metrics import RouterMetrics
 from simsearch.router.planner import choose_version
-from simsearch.router.transport import Reply, Upstream, UpstreamFailure
+from simsearch.router.transport import Reply, Upstream
 
 P, DIM, N = 8, 16, 400
 VERSION = "v20250101T000000Z-aaaaaa"

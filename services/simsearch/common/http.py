@@ -1,8 +1,11 @@
 """The HTTP edge every service shares: request ids, body limits, errors, health, metrics.
 
-Domain code raises `simsearch.common.errors` exceptions; this module is the one place
-that turns them into status codes and JSON bodies, so every service answers bad input
-the same way: `{"status": "error", "error": <code>, "detail": <reason>, "request_id": …}`.
+Domain code raises `simsearch.common.errors` exceptions, which carry no HTTP: this module
+is the one place that turns them into status codes (`status_for`, one table resolved by
+the class's MRO), headers (`headers_for`) and JSON bodies, so every service answers bad
+input the same way: `{"status": "error", "error": <code>, "detail": <reason>,
+"request_id": …}`. The FastAPI handlers, the raw-ASGI fast path (`JsonFastPath`), the
+body-limit refusal and the embedder's per-key `errors` all go through it.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simsearch.common import errors
 from simsearch.common.apidoc import ReadyBody, install_openapi
 from simsearch.common.errors import (
     EmptyInput,
     MalformedBody,
     PayloadTooLarge,
+    RateLimited,
     SimsearchError,
     UnsupportedMediaType,
+    UpstreamRejected,
+    ValidationFailed,
 )
 from simsearch.common.telemetry import (
     REQUEST_ID_HEADER,
@@ -47,6 +54,49 @@ ReadinessCheck = Callable[[], tuple[bool, str]]
 
 class _BodyTooLarge(Exception):
     """Raised inside `receive` when a streamed body passes the limit."""
+
+
+# The one map from the error tree to HTTP. A class not listed takes its nearest listed
+# ancestor's status (`status_for`), so a new subclass answers like its parent until it is
+# given a line here; `SimsearchError` itself (and `ConfigError`) is a 500.
+_STATUS: dict[type[SimsearchError], int] = {
+    errors.SimsearchError: 500,
+    errors.BadInput: 400,
+    errors.ValidationFailed: 422,
+    errors.PayloadTooLarge: 413,
+    errors.ImageTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.NotFound: 404,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,  # not 401: the same request with the same key will never pass
+    errors.RateLimited: 429,
+    errors.NotServed: 409,  # not 404: it exists, just not here now; the router retries
+    errors.StorageError: 503,
+    errors.ObjectNotFound: 404,
+    errors.CorruptIndex: 503,  # not 500: the service is fine, the data it serves is not (yet)
+    errors.Unavailable: 503,
+    errors.TopologyUnknown: 503,
+    errors.NoImagesRoot: 503,
+    errors.UpstreamError: 502,
+    errors.UpstreamFailure: 503,  # callers catch it; one that escapes means "not now"
+    errors.Overloaded: 503,
+}
+
+
+def status_for(err: SimsearchError) -> int:
+    """The HTTP status `err` is answered with: an `UpstreamRejected`'s own, else the
+    table's entry for its class or for the nearest ancestor that has one (a walk of at
+    most a few dict look-ups, on error answers only)."""
+    if isinstance(err, UpstreamRejected):
+        return err.upstream_status
+    return next(_STATUS[cls] for cls in type(err).__mro__ if cls in _STATUS)
+
+
+def headers_for(err: SimsearchError) -> dict[str, str]:
+    """Extra HTTP headers the answer to `err` carries (`Retry-After`; none for most)."""
+    if isinstance(err, RateLimited):
+        return {"Retry-After": str(err.retry_after_s)}
+    return {}
 
 
 def error_body(err: SimsearchError) -> dict[str, Any]:
@@ -152,7 +202,7 @@ class RequestContextMiddleware:
     async def _too_large(self, send: Send, declared: int | None, limit: int) -> None:
         size = f"{declared} bytes" if declared is not None else "the body"
         err = PayloadTooLarge(f"request body {size} is over the limit of {limit} bytes")
-        response = JSONResponse(error_body(err), status_code=err.status_code)
+        response = JSONResponse(error_body(err), status_code=status_for(err))
         await response({"type": "http"}, _empty_receive, send)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
@@ -217,14 +267,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SimsearchError)
     async def domain_error(_: Request, exc: SimsearchError) -> JSONResponse:
-        if exc.status_code >= 500:
-            log.warning("request failed: %s", exc.reason, extra={"error": exc.code})
-        return _json_error(exc.status_code, exc.code, exc.reason, exc.response_headers())
+        return _domain_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        return _json_error(422, "validation_error", "; ".join(problems))
+        return _domain_response(ValidationFailed("; ".join(problems)))
+
+
+def _domain_response(err: SimsearchError) -> JSONResponse:
+    """The answer to a domain error (a 5xx is logged: someone may have to act on it)."""
+    status = status_for(err)
+    if status >= 500:
+        log.warning("request failed: %s", err.reason, extra={"error": err.code})
+    return _json_error(status, err.code, err.reason, headers_for(err))
 
 
 def health_router(ready: ReadinessCheck) -> APIRouter:
@@ -319,7 +375,7 @@ class JsonFastPath:
     dependency injection and exception middlewares cost a measurable share of a
     sub-millisecond search. Routes given here read the body, call `handler(body) ->
     JSON bytes` and answer with the same error bodies as the app's handlers (a domain
-    error → its status and code, a pydantic `ValidationError` → 422 `validation_error`).
+    error → `status_for` and its code, a pydantic `ValidationError` → `ValidationFailed`).
     A request with a query string goes the FastAPI way (its parameters are validated there).
     Installed inside `RequestContextMiddleware`, so request ids, the body limit, metrics
     and the access log apply as for every other route; the route still appears in the
@@ -344,22 +400,13 @@ class JsonFastPath:
         try:
             payload = await handler(body, scope)
         except SimsearchError as exc:
-            if exc.status_code >= 500:
-                log.warning("request failed: %s", exc.reason, extra={"error": exc.code})
-            status, payload = exc.status_code, json.dumps(error_body(exc)).encode()
-            extra = [(k.lower().encode(), v.encode()) for k, v in exc.response_headers().items()]
+            status, payload, extra = _fast_error(exc)
         except ValidationError as exc:
             problems = [
                 f"{'.'.join(str(p) for p in ('body', *e['loc']))}: {e['msg']}"
                 for e in exc.errors(include_url=False)
             ]
-            body_json = {
-                "status": "error",
-                "error": "validation_error",
-                "detail": "; ".join(problems),
-                "request_id": request_id_var.get(),
-            }
-            status, payload = 422, json.dumps(body_json).encode()
+            status, payload, extra = _fast_error(ValidationFailed("; ".join(problems)))
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
@@ -367,6 +414,15 @@ class JsonFastPath:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _fast_error(err: SimsearchError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """`JsonFastPath`'s answer to `err`: the status, body and headers the handlers give."""
+    status = status_for(err)
+    if status >= 500:
+        log.warning("request failed: %s", err.reason, extra={"error": err.code})
+    extra = [(k.lower().encode(), v.encode()) for k, v in headers_for(err).items()]
+    return status, json.dumps(error_body(err)).encode(), extra
 
 
 async def _read_body(receive: Receive) -> bytes:

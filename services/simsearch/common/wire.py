@@ -39,7 +39,11 @@ def decode_vectors(payload: str, dim: int) -> np.ndarray:
 
 
 class ItemError(BaseModel):
-    """Why one item of a batch request failed (the others still succeed)."""
+    """Why one item of a batch request failed (the others still succeed).
+
+    `status` is the HTTP status the error would have as a whole answer, given by the edge's
+    mapping (`simsearch.common.http.status_for`), never stored on the error itself.
+    """
 
     index: int
     key: str

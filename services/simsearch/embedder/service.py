@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from simsearch.common.confinement import Target
 from simsearch.common.errors import Forbidden, InvalidParameter, SimsearchError
+from simsearch.common.http import status_for
 from simsearch.common.imaging import DecodeLimits, decode_image
 from simsearch.common.storage import FileStore, ObjectStore, is_uri, open_store
 from simsearch.common.telemetry import run_in_context
@@ -78,7 +79,11 @@ class EmbedderMetrics:
 
 @dataclass
 class KeyResult:
-    """Vectors for a list of keys: rows aligned with the keys, failed ones flagged."""
+    """Vectors for a list of keys: rows aligned with the keys, failed ones flagged.
+
+    Each failure's `ItemError.status` is the HTTP status the edge gives that error
+    (`simsearch.common.http.status_for`), as if the key had been requested alone.
+    """
 
     vectors: np.ndarray
     ok: list[bool]
@@ -214,7 +219,7 @@ class EmbedderService:
                     ItemError(
                         index=index,
                         key=key,
-                        status=outcome.status_code,
+                        status=status_for(outcome),  # what the edge would answer
                         error=outcome.code,
                         detail=outcome.reason,
                     )

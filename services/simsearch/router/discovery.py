@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
+from simsearch.common.errors import UpstreamFailure
 from simsearch.common.wire import ShardInfo, ShardReload
 from simsearch.router.planner import ShardView
 from simsearch.router.settings import RouterSettings
 from simsearch.router.source import ShardSource
-from simsearch.router.transport import Upstream, UpstreamFailure
+from simsearch.router.transport import Upstream
 
 __all__ = [
     "DnsSource",

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
-from simsearch.router.transport import Upstream, UpstreamFailure
+from simsearch.common.errors import UpstreamFailure
+from simsearch.router.transport import Upstream
 
 __all__ = ["EmbedderState", "EmbedderWatch"]
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from simsearch.common.errors import SimsearchError
+from simsearch.common.errors import SimsearchError, UpstreamFailure
 from simsearch.common.topk import Candidates, merge
 from simsearch.common.wire import (
     ShardCandidates,
@@ -42,7 +42,7 @@ from simsearch.common.wire import (
 from simsearch.router.discovery import ShardRegistry
 from simsearch.router.metrics import RouterMetrics
 from simsearch.router.planner import VersionChoice, plan
-from simsearch.router.transport import Upstream, UpstreamFailure
+from simsearch.router.transport import Upstream
 
 __all__ = ["FanOut", "FanoutResult", "Hit", "SearchParams", "ShardFailure", "decode_candidates"]
 

@@ -27,7 +27,11 @@ from simsearch.common.errors import (
     SimsearchError,
     Unavailable,
     UpstreamError,
+    UpstreamFailure,
+    UpstreamRejected,
+    error_for_code,
 )
+from simsearch.common.http import status_for
 from simsearch.common.ids import MAX_ID
 from simsearch.common.telemetry import run_in_context
 from simsearch.common.wire import (
@@ -46,28 +50,11 @@ from simsearch.router.metrics import RouterMetrics
 from simsearch.router.planner import VersionChoice, choose_version, versions
 from simsearch.router.schemas import check_k, prepare_queries
 from simsearch.router.settings import RouterSettings
-from simsearch.router.transport import Upstream, UpstreamFailure
+from simsearch.router.transport import Reply, Upstream
 
-__all__ = [
-    "EmbedderRejected",
-    "Knobs",
-    "PartialAnswer",
-    "RouterService",
-    "Searched",
-    "Unavailable",
-    "UpstreamError",
-]
+__all__ = ["Knobs", "RouterService", "Searched"]
 
 log = logging.getLogger(__name__)
-
-
-class EmbedderRejected(BadInput):
-    """The embedder refused the image (4xx): its status and reason are passed through."""
-
-    def __init__(self, status_code: int, code: str | None, reason: str) -> None:
-        super().__init__(reason)
-        self.status_code = status_code
-        self.code = code or "bad_input"
 
 
 @dataclass(frozen=True)
@@ -255,7 +242,7 @@ class RouterService:
             raise Unavailable(f"the embedder at {url} did not answer: {exc.reason}") from exc
         self.embedder_watch.observe(reply.status < 500, f"HTTP {reply.status}")
         if 400 <= reply.status < 500:
-            raise EmbedderRejected(reply.status, reply.error_code(), reply.detail())
+            raise embedder_refusal(reply)
         if not reply.ok:
             raise UpstreamError(f"the embedder answered {reply.status}: {reply.detail()}")
         try:
@@ -313,3 +300,17 @@ class RouterService:
         item, _ = await self.item(id_)
         fetch = run_in_context(self.images.fetch)
         return await asyncio.to_thread(fetch, item.path, item.version)
+
+
+def embedder_refusal(reply: Reply) -> BadInput:
+    """The embedder's 4xx as the caller's error, status, code and reason unchanged.
+
+    Rebuilt as the tree's own class for its code (a `corrupt_image` is a `CorruptImage`), so
+    the edge maps it to the same status again; a refusal the tree would answer with
+    another status (a proxy's bare 429, a framework's 405, a code we do not know) keeps
+    the embedder's status as data (`UpstreamRejected`).
+    """
+    err = error_for_code(reply.error_code(), reply.detail())
+    if isinstance(err, BadInput) and status_for(err) == reply.status:
+        return err
+    return UpstreamRejected(reply.status, err.code, reply.detail())

@@ -11,6 +11,10 @@ spent ~40 % of the router's CPU per query, part of it in httpcore re-trying to i
 trio on every request to find the async library; the same fan-out over aiohttp took
 5–6.6 ms against httpx's 8.6–10 ms at p50 (docs/benchmarks.md §4). Failure-injection
 tests subclass `Upstream` and replace `_request`, the one method that touches the network.
+
+A call that gets no HTTP answer raises `simsearch.common.errors.UpstreamFailure` (in the
+one error tree, with `unreachable`/`timeout` saying how it failed); an HTTP answer, error
+status or not, is a `Reply` for the caller to judge.
 """
 
 from __future__ import annotations
@@ -20,30 +24,14 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from simsearch.common.errors import UpstreamFailure
 from simsearch.common.telemetry import outgoing_headers
 from simsearch.router.http1 import ConnectFailed, ExchangeFailed, Http1Pool, Target, target_of
 from simsearch.router.settings import RouterSettings
 
-__all__ = ["Reply", "Upstream", "UpstreamFailure", "make_session"]
+__all__ = ["Reply", "Upstream", "make_session"]
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
-
-
-class UpstreamFailure(Exception):
-    """A call to another service did not produce an HTTP answer (refused, timed out...).
-
-    `unreachable` is True only when no connection could be made (refused, unknown host):
-    such a shard is marked down at once instead of waiting for the next poll to notice. A
-    connection that breaks mid-answer is a failure of that call only (it may be a stale
-    keep-alive connection the server had just closed), retried elsewhere like an error.
-    """
-
-    def __init__(self, url: str, reason: str, *, unreachable: bool, timeout: bool) -> None:
-        super().__init__(f"{url}: {reason}")
-        self.url = url
-        self.reason = reason
-        self.unreachable = unreachable
-        self.timeout = timeout
 
 
 @dataclass(frozen=True)
