@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from simsearch.common import errors, imaging
+from simsearch.common.http import status_for
 from simsearch.common.imaging import (
     ALLOWED_FORMATS,
     DEFAULT_LIMITS,
@@ -58,7 +59,7 @@ def test_case_table(factory: Callable[[], bytes], status: int, code: str | None)
         return
     with pytest.raises(errors.BadInput) as caught:
         decode_image(data)
-    assert caught.value.status_code == status
+    assert status_for(caught.value) == status
     assert caught.value.code == code
     assert caught.value.reason  # a human-readable explanation, never empty
 
@@ -152,7 +153,7 @@ def test_payload_exactly_at_the_limit_is_accepted() -> None:
 def test_unsupported_media_type_lists_accepted_formats(data: bytes) -> None:
     with pytest.raises(errors.UnsupportedMediaType) as caught:
         decode_image(data)
-    assert caught.value.status_code == 415
+    assert status_for(caught.value) == 415
     for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF"):
         assert fmt in caught.value.reason
 
@@ -174,7 +175,7 @@ def test_recognised_format_without_a_decoder_is_unsupported(
 def test_corrupt_images(factory: Callable[[], bytes]) -> None:
     with pytest.raises(errors.CorruptImage) as caught:
         decode_image(factory())
-    assert caught.value.status_code == 400
+    assert status_for(caught.value) == 400
     assert "cannot be decoded" in caught.value.reason
     assert isinstance(caught.value.__cause__, Exception)  # Pillow's error is chained
 
@@ -209,7 +210,7 @@ def test_no_global_state_changes() -> None:
 def test_bombs_report_dimensions_and_limit(factory: Callable[[], bytes], dims: str) -> None:
     with pytest.raises(errors.ImageTooLarge) as caught:
         decode_image(factory())
-    assert caught.value.status_code == 413
+    assert status_for(caught.value) == 413
     assert dims in caught.value.reason
     assert f"{DEFAULT_LIMITS.max_pixels:,}" in caught.value.reason
 

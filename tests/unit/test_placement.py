@@ -7,6 +7,7 @@ import math
 import pytest
 
 from simsearch.common.errors import InvalidParameter
+from simsearch.common.http import status_for
 from simsearch.common.placement import (
     assignment,
     holders,
@@ -373,5 +374,5 @@ def test_plan_with_nothing_available() -> None:
 def test_bad_arguments_are_refused(call: object) -> None:
     with pytest.raises(InvalidParameter) as info:
         call()  # type: ignore[operator]
-    assert info.value.status_code == 400
+    assert status_for(info.value) == 400
     assert "must be" in info.value.reason

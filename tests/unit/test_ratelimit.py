@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from simsearch.common.errors import ConfigError, RateLimited
+from simsearch.common.http import headers_for, status_for
 from simsearch.common.settings import load_settings
 from simsearch.router.clientip import TrustedProxies, bucket_of, is_loopback
 from simsearch.router.ratelimit import Limit, RateLimiter, TokenBuckets
@@ -64,8 +65,8 @@ def test_the_limiter_raises_429_with_retry_after_and_counts() -> None:
     limiter.check("admin", "address", "1.2.3.4")
     with pytest.raises(RateLimited) as err:
         limiter.check("admin", "address", "1.2.3.4")
-    assert err.value.status_code == 429 and err.value.retry_after_s == 60
-    assert err.value.response_headers() == {"Retry-After": "60"}
+    assert status_for(err.value) == 429 and err.value.retry_after_s == 60
+    assert headers_for(err.value) == {"Retry-After": "60"}
     assert "admin calls" in err.value.reason and "1/m:2" in err.value.reason
     assert refused == [("admin", "address")]
     clock[0] += 59.6

@@ -33,6 +33,7 @@ from simsearch.common.errors import (
     PayloadTooLarge,
     StorageError,
 )
+from simsearch.common.http import status_for
 from simsearch.common.storage import (
     FileStore,
     ObjectInfo,
@@ -193,7 +194,7 @@ def test_exists_size_delete(store: ObjectStore) -> None:
 def test_missing_key_is_object_not_found(store: ObjectStore, tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFound, match=re.escape("nothing/here.jpg")) as info:
         store.get("nothing/here.jpg")
-    assert info.value.status_code == 404
+    assert status_for(info.value) == 404
     assert store.url_for("nothing/here.jpg") in str(info.value)
     dest = tmp_path / "dl" / "x.bin"
     with pytest.raises(ObjectNotFound):
