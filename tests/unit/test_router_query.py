@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
 from simsearch.router.fanout import Hit
-from simsearch.router.schemas import VectorQuery, check_k, prepare_queries, to_hits
+from simsearch.router.query import check_k, prepare_queries, to_hits
+from simsearch.router.schemas import VectorQuery
 
 
 def test_queries_are_scaled_to_unit_length() -> None:
