@@ -18,7 +18,7 @@ from faiss.contrib.evaluation import check_ref_knn_with_draws
 from simsearch.common.ann import Template, candidates, to_fast_scan
 from simsearch.common.features import open_features, write_features
 from simsearch.common.ids import key_id
-from simsearch.common.placement import assignment, plan_query
+from simsearch.common.placement import assign_partitions, assignment
 from simsearch.common.topk import merge
 from simsearch.indexer.faissbuild import (
     choose_plan,
@@ -96,7 +96,7 @@ def distributed(tmp: Path, queries: np.ndarray, shards: int, nprobe: int, refine
         )
         for s, parts in held.items()
     }
-    plan, uncovered = plan_query(range(P), held)
+    plan, uncovered = assign_partitions(range(P), held)
     assert uncovered == []
     parts = [searchers[s].search(queries, K, wanted, nprobe, refine) for s, wanted in plan.items()]
     ids, scores = merge(parts, K, K * refine)

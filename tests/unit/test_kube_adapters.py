@@ -22,8 +22,9 @@ from kubernetes.config import kube_config
 import simsearch.common.kube as common_kube
 from simsearch.common.errors import ConfigError, TopologyUnknown
 from simsearch.common.kube import default_api_client
-from simsearch.router.discovery import ShardRegistry, make_source
+from simsearch.router.discovery import make_source
 from simsearch.router.kube import KubernetesSource
+from simsearch.router.registry import ShardRegistry
 from simsearch.router.settings import RouterSettings
 from simsearch.shard.app import build_topology, close_topology
 from simsearch.shard.kube import KubernetesTopology

@@ -1,4 +1,5 @@
-"""Steal placement: stable, complete, balanced to one slot, moves little; the planner is exact."""
+"""Steal placement: stable, complete, balanced to one slot, moves little; the assignment of
+a query's partitions to shards is exact."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import pytest
 
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.http import status_for
-from simsearch.common.placement import (
-    assignment,
-    holders,
-    moved,
-    partitions_for,
-    plan_query,
-    weight,
-)
+from simsearch.common.placement import _weight as weight
+from simsearch.common.placement import assign_partitions, assignment, partitions_for
+
+
+def moved(partitions: int, before: int, after: int, replication: int = 1) -> set[tuple[int, int]]:
+    """(partition, ordinal) pairs held with `after` replicas but not with `before`: the
+    loads a scale from `before` to `after` causes (make-before-break), from the tables."""
+    had, has = (
+        assignment(partitions, before, replication),
+        assignment(partitions, after, replication),
+    )
+    return {(p, o) for o, ps in has.items() for p in ps if p not in had.get(o, [])}
+
 
 # --- determinism ------------------------------------------------------------------------
 
@@ -29,23 +35,16 @@ def test_weight_is_pinned() -> None:
     assert weight(63, 7) == 11753984377221635983
 
 
-def test_weight_is_64_bit_and_accepts_index_types() -> None:
+def test_weight_is_64_bit() -> None:
     values = {weight(p, o) for p in range(32) for o in range(8)}
     assert len(values) == 32 * 8
     assert all(0 <= v < 2**64 for v in values)
     assert weight(2**64 - 1, 2**64 - 1) == weight(2**64 - 1, 2**64 - 1)
 
-    class Idx:
-        def __index__(self) -> int:
-            return 3
-
-    assert weight(Idx(), Idx()) == weight(3, 3)  # type: ignore[arg-type]
-
 
 def test_same_inputs_same_outputs() -> None:
     assert assignment(64, 5, 2) == assignment(64, 5, 2)
-    assert holders(17, 6, 3, partitions=64) == holders(17, 6, 3, partitions=64)
-    assert moved(64, 3, 4, 2) == moved(64, 3, 4, 2)
+    assert partitions_for(4, 64, 5, 2) == partitions_for(4, 64, 5, 2)
 
 
 def test_results_are_fresh_copies_of_the_cache() -> None:
@@ -54,10 +53,8 @@ def test_results_are_fresh_copies_of_the_cache() -> None:
     table = assignment(24, 3)
     table[0].append(99)
     partitions_for(1, 24, 3).clear()
-    holders(0, 3, 2, partitions=24).append(7)
     assert assignment(24, 3) == {0: sorted(table[0][:-1]), 1: table[1], 2: table[2]}
     assert partitions_for(1, 24, 3) == table[1] != []
-    assert len(holders(0, 3, 2, partitions=24)) == 2
 
 
 def test_small_assignments_are_pinned() -> None:
@@ -76,8 +73,6 @@ def test_small_assignments_are_pinned() -> None:
     }
     assert moved(16, 3, 4) == {(7, 3), (9, 3), (11, 3), (14, 3)}
     assert moved(16, 4, 3) == {(7, 0), (9, 0), (11, 1), (14, 2)}
-    assert holders(5, 8, 3, partitions=64) == [7, 6, 2]
-    assert holders(5, 8, 1, partitions=64) == [7]
 
 
 def _reference(partitions: int, replicas: int, replication: int) -> dict[int, list[int]]:
@@ -109,23 +104,6 @@ def test_matches_the_documented_construction(partitions: int, replication: int) 
         )
 
 
-def test_holders_best_first_and_consistent_with_the_table() -> None:
-    table = assignment(64, 8, 3)
-    for p in range(64):
-        best = holders(p, 8, 3, partitions=64)
-        assert set(best) == {o for o, ps in table.items() if p in ps}
-        assert [weight(p, o) for o in best] == sorted((weight(p, o) for o in best), reverse=True)
-    assert all(
-        holders(p, 8, 8, partitions=16) == holders(p, 8, 9, partitions=16) for p in range(16)
-    )
-
-
-def test_holders_needs_the_partition_count() -> None:
-    # Unlike HRW, the holders of p depend on P: an old-style call must fail, not guess.
-    with pytest.raises(TypeError):
-        holders(5, 8, 3)  # type: ignore[call-arg]
-
-
 def test_large_replica_counts_do_not_hit_the_recursion_limit() -> None:
     # Each step is built on the previous one; checkpoints keep the recursion shallow.
     loads = [len(ps) for ps in assignment(16, 600).values()]
@@ -146,10 +124,7 @@ def test_every_partition_has_min_r_n_distinct_holders(
     table = assignment(partitions, replicas, replication)
     assert sorted(table) == list(range(replicas))  # every ordinal present, even if empty
     for p in range(partitions):
-        hs = holders(p, replicas, replication, partitions=partitions)
-        assert len(hs) == len(set(hs)) == want
-        assert all(0 <= o < replicas for o in hs)
-        assert {o for o, ps in table.items() if p in ps} == set(hs)
+        assert len({o for o, ps in table.items() if p in ps}) == want
     for o in range(replicas):
         assert table[o] == partitions_for(o, partitions, replicas, replication)
         assert table[o] == sorted(table[o])
@@ -235,17 +210,17 @@ def test_moved_over_several_steps() -> None:
     assert all(set(new[o]) <= set(old[o]) for o in (0, 1))
 
 
-# --- plan_query -------------------------------------------------------------------------
+# --- assign_partitions ---------------------------------------------------------------------
 
 
 def _check_exact(
-    plan: dict[str, list[int]] | dict[int, list[int]],
+    given: dict[str, list[int]] | dict[int, list[int]],
     uncovered: list[int],
     wanted: set[int],
     available: dict[str, set[int]] | dict[int, set[int]],
 ) -> None:
     seen: list[int] = []
-    for key, ps in plan.items():
+    for key, ps in given.items():
         assert ps, "shards with nothing to do are left out"
         assert ps == sorted(ps)
         assert set(ps) <= set(available[key])  # type: ignore[index]
@@ -256,48 +231,48 @@ def _check_exact(
     assert uncovered == sorted(uncovered)
 
 
-def test_plan_follows_placement_when_only_owners_are_ready() -> None:
+def test_assignment_follows_placement_when_only_owners_are_ready() -> None:
     table = assignment(64, 4)
     available = {o: set(ps) for o, ps in table.items()}
-    plan, uncovered = plan_query(range(64), available)
+    given, uncovered = assign_partitions(range(64), available)
     assert uncovered == []
-    assert plan == {o: ps for o, ps in table.items() if ps}
+    assert given == {o: ps for o, ps in table.items() if ps}
 
 
-def test_plan_reports_uncovered_partitions() -> None:
+def test_assignment_reports_uncovered_partitions() -> None:
     available = {0: {0, 1, 2}, 1: {2, 3}}
-    plan, uncovered = plan_query([5, 3, 0, 1, 2, 4, 3], available)
-    _check_exact(plan, uncovered, {0, 1, 2, 3, 4, 5}, available)
+    given, uncovered = assign_partitions([5, 3, 0, 1, 2, 4, 3], available)
+    _check_exact(given, uncovered, {0, 1, 2, 3, 4, 5}, available)
     assert uncovered == [4, 5]
-    assert plan == {0: [0, 1], 1: [2, 3]}
+    assert given == {0: [0, 1], 1: [2, 3]}
 
 
-def test_plan_places_constrained_partitions_first() -> None:
+def test_assignment_places_constrained_partitions_first() -> None:
     # Partition 0 is everywhere, 1..3 only on shard "a": a naive in-order greedy would give
     # 0 to "a" too. Fewest-candidates-first leaves "a" for the partitions that need it.
     available = {"a": {0, 1, 2, 3}, "b": {0}}
-    plan, uncovered = plan_query(range(4), available)
-    assert plan == {"a": [1, 2, 3], "b": [0]}
+    given, uncovered = assign_partitions(range(4), available)
+    assert given == {"a": [1, 2, 3], "b": [0]}
     assert uncovered == []
 
 
-def test_plan_with_full_replication_is_even() -> None:
+def test_assignment_with_full_replication_is_even() -> None:
     available = {o: set(range(64)) for o in range(3)}
-    plan, uncovered = plan_query(range(64), available)
-    _check_exact(plan, uncovered, set(range(64)), available)
-    loads = [len(ps) for ps in plan.values()]
+    given, uncovered = assign_partitions(range(64), available)
+    _check_exact(given, uncovered, set(range(64)), available)
+    loads = [len(ps) for ps in given.values()]
     assert len(loads) == 3
     assert max(loads) - min(loads) <= 1
 
 
-def test_plan_during_rebalance_is_exact_and_balanced() -> None:
+def test_assignment_during_rebalance_is_exact_and_balanced() -> None:
     # Growing 4 -> 5 with R=2: old holders still serve, the new ordinal already has its share.
     old, new = assignment(64, 4, 2), assignment(64, 5, 2)
     available = {o: set(old.get(o, [])) | set(new[o]) for o in range(5)}
-    plan, uncovered = plan_query(range(64), available)
-    _check_exact(plan, uncovered, set(range(64)), available)
+    given, uncovered = assign_partitions(range(64), available)
+    _check_exact(given, uncovered, set(range(64)), available)
     assert uncovered == []
-    loads = [len(ps) for ps in plan.values()]
+    loads = [len(ps) for ps in given.values()]
     assert max(loads) - min(loads) <= 1
 
 
@@ -311,32 +286,32 @@ def test_prefer_breaks_ties_and_is_called_once_per_shard() -> None:
         calls.append(url)
         return latency[url]
 
-    plan, uncovered = plan_query([0], available, prefer)
-    assert plan == {urls[1]: [0]}
+    given, uncovered = assign_partitions([0], available, prefer)
+    assert given == {urls[1]: [0]}
     assert uncovered == []
     assert sorted(calls) == sorted(urls)
 
-    plan, _ = plan_query(range(4), available, prefer)
+    given, _ = assign_partitions(range(4), available, prefer)
     # loads first (1,1,2), then latency: the fastest shard takes the extra partition
-    assert plan == {urls[1]: [0, 3], urls[2]: [1], urls[0]: [2]}
+    assert given == {urls[1]: [0, 3], urls[2]: [1], urls[0]: [2]}
 
-    nan_plan, _ = plan_query([0], available, lambda u: math.nan if u == urls[0] else 1.0)
-    assert nan_plan == {urls[1]: [0]}  # NaN counts as worst, then key order
+    nan_given, _ = assign_partitions([0], available, lambda u: math.nan if u == urls[0] else 1.0)
+    assert nan_given == {urls[1]: [0]}  # NaN counts as worst, then key order
 
 
-def test_plan_without_prefer_breaks_ties_by_key_and_ignores_mapping_order() -> None:
+def test_assignment_without_prefer_breaks_ties_by_key_and_ignores_mapping_order() -> None:
     a = {"b": {0, 1}, "a": {0, 1}, "c": {1}}
     b = {"c": {1}, "a": {0, 1}, "b": {0, 1}}
-    plan_a, _ = plan_query([1, 0], a)
-    plan_b, _ = plan_query([0, 1], b)
-    assert plan_a == plan_b == {"a": [0], "b": [1]}  # 0 (2 holders) first, then b < c
-    assert list(plan_a) == ["a", "b"]  # output in key order
+    given_a, _ = assign_partitions([1, 0], a)
+    given_b, _ = assign_partitions([0, 1], b)
+    assert given_a == given_b == {"a": [0], "b": [1]}  # 0 (2 holders) first, then b < c
+    assert list(given_a) == ["a", "b"]  # output in key order
 
 
-def test_plan_with_nothing_available() -> None:
+def test_assignment_with_nothing_available() -> None:
     empty: dict[int, list[int]] = {}
-    assert plan_query(range(3), empty) == ({}, [0, 1, 2])
-    assert plan_query([], {0: [1]}) == ({}, [])
+    assert assign_partitions(range(3), empty) == ({}, [0, 1, 2])
+    assert assign_partitions([], {0: [1]}) == ({}, [])
 
 
 # --- bad arguments ----------------------------------------------------------------------
@@ -345,18 +320,9 @@ def test_plan_with_nothing_available() -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: weight(-1, 0),
-        lambda: weight(0, -1),
-        lambda: weight(2**64, 0),
-        lambda: weight(1.0, 0),  # type: ignore[arg-type]
-        lambda: weight(True, 0),
-        lambda: holders(-1, 3, partitions=8),
-        lambda: holders(8, 3, partitions=8),
-        lambda: holders(0, 0, partitions=8),
-        lambda: holders(0, 3, 0, partitions=8),
-        lambda: holders(0, 3, partitions=0),
-        lambda: holders(0, 3, partitions=8.0),  # type: ignore[arg-type]
-        lambda: holders("0", 3, partitions=8),  # type: ignore[arg-type]
+        lambda: partitions_for(0, 8.0, 3),  # type: ignore[arg-type]
+        lambda: partitions_for("0", 8, 3),  # type: ignore[arg-type]
+        lambda: partitions_for(True, 8, 3),
         lambda: assignment(0, 3),
         lambda: assignment(64, 0),
         lambda: assignment(64, 3, 0),
@@ -365,10 +331,6 @@ def test_plan_with_nothing_available() -> None:
         lambda: partitions_for(0, 0, 3),
         lambda: partitions_for(0, 64, 0),
         lambda: partitions_for(0, 64, 3, -2),
-        lambda: moved(0, 1, 2),
-        lambda: moved(64, 0, 2),
-        lambda: moved(64, 1, 0),
-        lambda: moved(64, 1, 2, 0),
     ],
 )
 def test_bad_arguments_are_refused(call: object) -> None:

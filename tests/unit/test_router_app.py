@@ -19,8 +19,9 @@ from simsearch.common.errors import UpstreamFailure
 from simsearch.common.settings import load_settings
 from simsearch.common.wire import ShardInfo, ShardReload, ShardVersionInfo
 from simsearch.router.app import create_app
-from simsearch.router.discovery import ShardRegistry, StaticSource
+from simsearch.router.registry import ShardRegistry
 from simsearch.router.settings import RouterSettings
+from simsearch.router.source import StaticSource
 from simsearch.router.transport import Reply, Upstream
 from tests.support.s3server import free_port
 

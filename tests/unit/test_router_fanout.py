@@ -27,10 +27,11 @@ from simsearch.common.wire import (
     decode_array,
     encode_array,
 )
-from simsearch.router.discovery import ShardRegistry, StaticSource
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams, decode_candidates
 from simsearch.router.metrics import RouterMetrics
-from simsearch.router.planner import choose_version
+from simsearch.router.registry import ShardRegistry
+from simsearch.router.routing import choose_version
+from simsearch.router.source import StaticSource
 from simsearch.router.transport import Reply, Upstream
 
 P, DIM, N = 8, 16, 400

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
-from simsearch.router.fanout import Hit
-from simsearch.router.schemas import VectorQuery, check_k, prepare_queries, to_hits
+from simsearch.router.fanout import FanoutResult, Hit
+from simsearch.router.query import answer_fields, check_k, prepare_queries, to_hits
+from simsearch.router.schemas import VectorQuery
 
 
 def test_queries_are_scaled_to_unit_length() -> None:
@@ -66,3 +67,17 @@ def test_hits_are_ranked_from_one_with_urls() -> None:
     assert [h.rank for h in hits] == [1, 2]
     assert hits[0].url == "/api/images/7" and hits[0].similarity_score == 1.0
     assert hits[1].model_dump().keys() >= {"path", "similarity_score", "rank", "id", "url"}
+
+
+def test_answer_fields_say_how_complete_the_answer_is() -> None:
+    result = FanoutResult("v1", 8, [[]], {0, 1, 2, 3, 4, 5}, [])
+    fields = answer_fields(result, k=10, took_ms=1.23456)
+    assert fields == {
+        "k": 10,
+        "coverage": 0.75,
+        "partial": True,
+        "index_version": "v1",
+        "partitions": 8,
+        "partitions_answered": 6,
+        "took_ms": 1.235,
+    }

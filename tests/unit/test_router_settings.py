@@ -13,9 +13,11 @@ from simsearch.common.errors import ConfigError
 from simsearch.common.settings import load_settings
 from simsearch.common.wire import ShardInfo, ShardVersionInfo
 from simsearch.router import status
-from simsearch.router.discovery import DnsSource, FileSource, ShardState, make_source
+from simsearch.router.discovery import make_source
 from simsearch.router.embedder_watch import EmbedderState
+from simsearch.router.registry import ShardState
 from simsearch.router.settings import RouterSettings
+from simsearch.router.source import DnsSource, FileSource
 
 VERSION = "v20250101T000000Z-aaaaaa"
 

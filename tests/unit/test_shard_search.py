@@ -30,7 +30,7 @@ from simsearch.common.storage import FileStore
 from simsearch.common.topk import Candidates, merge
 from simsearch.common.wire import ShardCandidates, ShardSearchRequest, decode_array, encode_array
 from simsearch.indexer.writer import write_index
-from simsearch.router.planner import ShardView, choose_version
+from simsearch.router.routing import ShardView, choose_version
 from simsearch.shard.app import build_service, create_app
 from simsearch.shard.execute import execute
 from simsearch.shard.metrics import ShardMetrics

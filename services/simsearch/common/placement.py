@@ -20,8 +20,8 @@ The placement is instead an incremental "steal" construction, replayed by everyb
     loses anything;
   - otherwise n takes exactly T = floor(r·P / (n+1)) partition slots, one at a time. Each
     time the donor is the most-loaded old ordinal that holds a partition n does not hold
-    yet, and n takes that donor's partition with the highest `weight(p, n)` (so which
-    partitions move is pseudo-random, not the low numbers). Ties between equally loaded
+    yet, and n takes that donor's partition with the highest affinity `_weight(p, n)` (so
+    which partitions move is pseudo-random, not the low numbers). Ties between equally loaded
     donors go to the one offering the higher weight, then to the lower ordinal.
 
 Properties (the unit tests check them over N = 1..32, R = 1..3, several P):
@@ -43,9 +43,14 @@ result is cached per (P, N, R) with `functools.lru_cache` and handed out as immu
 tuples, so a shard calling `partitions_for` on every poll tick pays once, and A(N+1) after
 A(N) costs one step.
 
-`plan_query` is the router's side: given what each ready shard can serve *now* (which,
-during a rebalance, is more than the placement says), it gives each requested partition to
-exactly one shard so that nothing is searched twice and the work is spread evenly.
+`assign_partitions` is the router's side: given what each ready shard can serve *now*
+(which, during a rebalance, is more than the placement says), it gives each requested
+partition to exactly one shard so that nothing is searched twice and the work is spread
+evenly.
+
+Public surface: `partitions_for` (what one shard loads), `assignment` (the whole table,
+from the same cache) and `assign_partitions`. The affinity `_weight` is private but pinned
+by the tests: the construction orders its steals by it, so it must never change.
 """
 
 from __future__ import annotations
@@ -61,25 +66,18 @@ from typing import Any, Protocol, SupportsIndex, TypeVar
 
 from simsearch.common.errors import InvalidParameter
 
-__all__ = [
-    "assignment",
-    "holders",
-    "moved",
-    "partitions_for",
-    "plan_query",
-    "weight",
-]
+__all__ = ["assign_partitions", "assignment", "partitions_for"]
 
 # Fixed, documented encoding of a (partition, ordinal) pair: two little-endian unsigned
 # 64-bit integers, hashed with BLAKE2b (8-byte digest) personalised with this tag. Changing
 # any of it reshuffles every index in every cluster, so the unit tests pin known weights.
+# The tag keeps its HRW-era name for that reason: it is data, not a description.
 _PAIR = struct.Struct("<QQ")
 _PERSON = b"simsearch-hrw-v1"  # BLAKE2b allows at most 16 bytes of personalisation
-_U64_LIMIT = 1 << 64
 
 
 class _ShardKey(Hashable, Protocol):
-    """A shard key the planner can use: hashable (dict key) and orderable (tie-break)."""
+    """A shard key `assign_partitions` can use: hashable (dict key) and orderable (tie-break)."""
 
     def __lt__(self, other: Any, /) -> bool: ...
 
@@ -104,29 +102,20 @@ def _as_int(name: str, value: object, low: int, high: int | None = None) -> int:
     return int(number)
 
 
-def weight(partition: int, ordinal: int) -> int:
-    """Deterministic 64-bit affinity of `ordinal` for `partition`.
-
-    A joining ordinal takes, from each donor, the partition it has the highest weight for,
-    and `holders` lists a partition's holders by it (it was the rendezvous weight when
-    placement was HRW; the encoding is unchanged, so the pinned values still hold).
-
-    BLAKE2b of a fixed byte encoding rather than `hash()`: Python's hash is salted per
-    process for str/bytes and is allowed to change between versions and platforms, while
-    every shard and the router, possibly on different images, must agree on placement.
-    """
-    p = _as_int("partition", partition, 0, _U64_LIMIT)
-    o = _as_int("ordinal", ordinal, 0, _U64_LIMIT)
-    return _weight(p, o)
-
-
 def _weight(partition: int, ordinal: int) -> int:
-    """`weight` without validation: the inner loops call it P·N times on checked ints."""
+    """Deterministic 64-bit affinity of `ordinal` for `partition` (on checked ints).
+
+    A joining ordinal takes, from each donor, the partition it has the highest affinity
+    for. BLAKE2b of a fixed byte encoding rather than `hash()`: Python's hash is salted per
+    process for str/bytes and may change between versions and platforms, while every shard
+    and the router, possibly on different images, must agree on placement. Unvalidated:
+    the construction calls it P·N times on ints it has checked.
+    """
     digest = hashlib.blake2b(_PAIR.pack(partition, ordinal), digest_size=8, person=_PERSON)
     return int.from_bytes(digest.digest(), "big")
 
 
-# A(N) is built on A(N-1), so a sweep over N (or `moved(P, N, N+1)` after `assignment(P, N)`)
+# A(N) is built on A(N-1), so a sweep over N (or `assignment(P, N+1)` after `assignment(P, N)`)
 # replays each step once. Every _CHECKPOINT-th table is built first, bottom up, so the
 # recursion is at most _CHECKPOINT deep whatever N is; the step cache must outlive that.
 _CHECKPOINT = 32
@@ -152,21 +141,6 @@ def _table(partitions: int, replicas: int, replication: int) -> tuple[tuple[int,
     for k in range(_CHECKPOINT, replicas, _CHECKPOINT):  # bound the recursion depth
         _step(partitions, k, replication)
     return tuple(tuple(sorted(ps)) for ps in _step(partitions, replicas, replication))
-
-
-@functools.lru_cache(maxsize=16)
-def _holder_table(partitions: int, replicas: int, replication: int) -> tuple[tuple[int, ...], ...]:
-    """Partition -> its holders, highest `_weight(p, o)` first, ties to the lower ordinal."""
-    held: list[list[int]] = [[] for _ in range(partitions)]
-    for o, ps in enumerate(_table(partitions, replicas, replication)):
-        for p in ps:
-            held[p].append(o)
-    return tuple(_best_first(p, os) for p, os in enumerate(held))
-
-
-def _best_first(partition: int, ordinals: list[int]) -> tuple[int, ...]:
-    """`ordinals` by `_weight(partition, o)` descending, ties to the lower ordinal."""
-    return tuple(sorted(ordinals, key=lambda o: (-_weight(partition, o), o)))
 
 
 def _steal(held: list[set[int]], new: int, partitions: int, take: int) -> set[int]:
@@ -209,25 +183,6 @@ def _steal(held: list[set[int]], new: int, partitions: int, take: int) -> set[in
     return mine
 
 
-def holders(partition: int, replicas: int, replication: int = 1, *, partitions: int) -> list[int]:
-    """Ordinals that hold `partition` out of `partitions`, best (highest weight) first.
-
-    min(replication, replicas) distinct ordinals, ordered by `weight(partition, o)`
-    descending, ties to the lower ordinal: the same affinity the construction uses when
-    a new ordinal picks what to take, so the first entry is a stable, pseudo-randomly
-    spread "primary" (not always ordinal 0). `partitions` is keyword-only and required:
-    unlike rendezvous hashing, the steal construction depends on P, and an old-style call
-    without it must fail loudly rather than answer for the wrong P.
-    `replication > replicas` is allowed and capped: every ordinal then holds everything,
-    which is what a small cluster with a large configured R should do.
-    """
-    total = _as_int("partitions", partitions, 1)
-    p = _as_int("partition", partition, 0, total)
-    n = _as_int("replicas", replicas, 1)
-    r = _as_int("replication", replication, 1)
-    return list(_holder_table(total, n, r)[p])
-
-
 def assignment(partitions: int, replicas: int, replication: int = 1) -> dict[int, list[int]]:
     """Map every ordinal 0..replicas-1 to the sorted partitions it holds.
 
@@ -250,27 +205,7 @@ def partitions_for(ordinal: int, partitions: int, replicas: int, replication: in
     return list(_table(total, n, r)[o])
 
 
-def moved(partitions: int, before: int, after: int, replication: int = 1) -> set[tuple[int, int]]:
-    """(partition, ordinal) pairs held with `after` replicas but not with `before`.
-
-    That is the work a scale from `before` to `after` causes: each pair is a partition some
-    shard must load before the old holder may drop it (make-before-break). Growing only
-    yields pairs on the new ordinals (about r·P/(N+1) per added ordinal), and shrinking only
-    re-homes what the removed ordinals held, each back to a shard it was taken from.
-    """
-    total = _as_int("partitions", partitions, 1)
-    old = _as_int("before", before, 1)
-    new = _as_int("after", after, 1)
-    r = _as_int("replication", replication, 1)
-    had, has = _table(total, old, r), _table(total, new, r)
-    result: set[tuple[int, int]] = set()
-    for o, ps in enumerate(has):
-        kept = set(had[o]) if o < old else set()
-        result.update((p, o) for p in ps if p not in kept)
-    return result
-
-
-def plan_query(
+def assign_partitions(
     partitions: Iterable[int],
     available: Mapping[K, Collection[int]],
     prefer: Callable[[K], float] | None = None,
@@ -284,11 +219,11 @@ def plan_query(
     placed first (they have no choice, so they must not find their only shard already
     loaded), and each goes to the candidate with the fewest partitions so far; ties go to
     the lower `prefer` score (e.g. recent latency; NaN counts as worst), then the lower key.
-    `prefer` is called at most once per shard, so a score that moves while we plan cannot
-    make the plan inconsistent.
+    `prefer` is called at most once per shard, so a score that moves while we assign cannot
+    make the assignment inconsistent.
 
     Returns (shard -> sorted partitions, only for shards given at least one; uncovered
-    partitions, sorted). Duplicate requested partitions are planned once. The result depends
+    partitions, sorted). Duplicate requested partitions are assigned once. The result depends
     only on the inputs, not on the iteration order of `available`.
     """
     wanted = sorted(set(partitions))
@@ -307,7 +242,7 @@ def plan_query(
     rank = {key: i for i, key in enumerate(keys)}
     load = dict.fromkeys(keys, 0)
 
-    plan: dict[K, list[int]] = {}
+    given: dict[K, list[int]] = {}
     uncovered: list[int] = []
     for p in sorted(wanted, key=lambda q: (len(candidates[q]), q)):
         options = candidates[p]
@@ -316,7 +251,7 @@ def plan_query(
             continue
         best = min(options, key=lambda k: (load[k], score.get(k, 0.0), rank[k]))
         load[best] += 1
-        plan.setdefault(best, []).append(p)
+        given.setdefault(best, []).append(p)
 
-    ordered = {key: sorted(plan[key]) for key in keys if key in plan}
+    ordered = {key: sorted(given[key]) for key in keys if key in given}
     return ordered, sorted(uncovered)

@@ -15,12 +15,12 @@ the "opportunistic" batching of the embedder's micro-batcher, without its decode
 Waiting is not free, so two things are settled when a batch is *sent*, not when its
 first query arrived (the fault matrix, tests/integration/test_faults.py, found both
 with a frozen shard: a batch in flight stalls for the first-try share of the deadline,
-and everything queued behind it inherited a plan and a deadline from before the stall):
+and everything queued behind it inherited its shards and a deadline from before the stall):
 
 * the deadline: each caller's clock starts when it arrives, so the batch gets what is
   left of the earliest caller's deadline (`SIMSEARCH_TIMEOUT_MS` bounds the whole
   query, queueing included, not each batch it waits behind);
-* the plan: with `refresh`, the batch's version is looked up again in the registry, so
+* the shards: with `refresh`, the batch's version is looked up again in the registry, so
   a shard marked down while the batch waited is no longer asked.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
-from simsearch.router.planner import VersionChoice
+from simsearch.router.routing import VersionChoice
 
 __all__ = ["Coalescer"]
 

@@ -1,7 +1,7 @@
 """Send one query batch to the shards, retry what failed elsewhere, merge the answers.
 
 One deadline per query covers everything. Each shard gets its explicit partition list
-(`planner.plan`). A shard that fails (unreachable, error status, bad payload) or does not
+(`routing.assign`). A shard that fails (unreachable, error status, bad payload) or does not
 answer in time loses its partitions to the other healthy holders that have them ready,
 in one retry round inside the same deadline. So that a hung shard still leaves time for
 that round, a shard with at least one partition that another shard also has ready gets
@@ -39,9 +39,9 @@ from simsearch.common.wire import (
     decode_array,
     encode_array,
 )
-from simsearch.router.discovery import ShardRegistry
 from simsearch.router.metrics import RouterMetrics
-from simsearch.router.planner import VersionChoice, plan
+from simsearch.router.registry import ShardRegistry
+from simsearch.router.routing import VersionChoice, assign
 from simsearch.router.transport import Upstream
 
 __all__ = ["FanOut", "FanoutResult", "Hit", "SearchParams", "ShardFailure", "decode_candidates"]
@@ -164,15 +164,15 @@ class FanOut:
             vectors_b64=encode_array(queries, "<f4"),
             space=params.space,
         )
-        first = plan(choice, prefer=self._latency)
-        answers, failures = await self._round(choice, request, first.assignments, deadline, True)
+        first = assign(choice, prefer=self._latency)
+        answers, failures = await self._round(choice, request, first.by_shard, deadline, True)
         if failures and self.retry and loop.time() < deadline:
             lost = sorted({p for f in failures for p in f.partitions})
-            again = plan(choice, lost, exclude={f.url for f in failures}, prefer=self._latency)
-            if again.assignments:
-                self.metrics.retries.inc(sum(len(v) for v in again.assignments.values()))
+            again = assign(choice, lost, exclude={f.url for f in failures}, prefer=self._latency)
+            if again.by_shard:
+                self.metrics.retries.inc(sum(len(v) for v in again.by_shard.values()))
                 more, failures2 = await self._round(
-                    choice, request, again.assignments, deadline, False
+                    choice, request, again.by_shard, deadline, False
                 )
                 answers += more
                 failures += failures2
@@ -242,8 +242,8 @@ class FanOut:
         done, _ = await asyncio.wait({primary}, timeout=delay)
         if done:
             return [(parts, primary.result())]
-        backup = plan(choice, parts, exclude={url}, prefer=self._latency)
-        if backup.uncovered or not backup.assignments:
+        backup = assign(choice, parts, exclude={url}, prefer=self._latency)
+        if backup.uncovered or not backup.by_shard:
             return [(parts, await primary)]
         self.metrics.hedges.inc()
         left = remaining - delay
@@ -251,7 +251,7 @@ class FanOut:
             asyncio.gather(
                 *(
                     self._ask_one(other, request.model_copy(update={"partitions": p}), left)
-                    for other, p in backup.assignments.items()
+                    for other, p in backup.by_shard.items()
                 )
             )
         )

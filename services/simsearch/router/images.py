@@ -16,9 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from simsearch.common.errors import (
-    NoImagesRoot,
-)
+from simsearch.common.errors import NoImagesRoot
 from simsearch.common.imaging import sniff_format
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import (
@@ -30,7 +28,7 @@ from simsearch.common.storage import (
     split_object_uri,
 )
 
-__all__ = ["ImageLocator", "ImageReply", "NoImagesRoot", "media_type"]
+__all__ = ["ImageLocator", "ImageReply", "media_type"]
 
 _MEDIA_TYPES = {
     "JPEG": "image/jpeg",

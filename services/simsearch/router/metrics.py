@@ -16,9 +16,32 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class RouterMetrics:
-    """Counters and histograms for queries, partial answers, shard errors and coverage."""
+    """Counters and histograms for queries, partial answers, shard errors and coverage.
+
+    Two groups, each built by its own method: what happens to queries (counts, latency,
+    partial answers, hedges, retries, rate limits), and the state of what they go to
+    (shard errors, shards up and down, the embedder, coverage).
+    """
+
+    queries: Counter
+    latency: Histogram
+    fanout_latency: Histogram
+    partial: Counter
+    hedges: Counter
+    retries: Counter
+    rate_limited: Counter
+    shard_errors: Counter
+    shards_up: Gauge
+    shards_down: Gauge
+    embedder_up: Gauge
+    coverage: Gauge
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._add_query_metrics(registry)
+        self._add_cluster_metrics(registry)
+
+    def _add_query_metrics(self, registry: CollectorRegistry) -> None:
+        """Per query: how many, how long, how complete, and what it took to answer."""
         self.queries = Counter(
             "simsearch_router_queries",
             "Search queries by kind (vector, image, similar) and outcome.",
@@ -43,12 +66,6 @@ class RouterMetrics:
             "Answers that did not cover every partition (served, or refused in strict mode).",
             registry=registry,
         )
-        self.shard_errors = Counter(
-            "simsearch_router_shard_errors",
-            "Failed shard calls by shard URL and kind (unreachable, timeout, status, payload).",
-            ["shard", "kind"],
-            registry=registry,
-        )
         self.hedges = Counter(
             "simsearch_router_hedges",
             "Shard calls that were hedged: other holders asked because the shard was slow.",
@@ -64,6 +81,15 @@ class RouterMetrics:
             "Requests refused with 429, by route class (vector_search, image_search, images, "
             "admin) and what was over its limit (address, key).",
             ["route_class", "limited_by"],
+            registry=registry,
+        )
+
+    def _add_cluster_metrics(self, registry: CollectorRegistry) -> None:
+        """What queries go to: failing shard calls, shards up and down, embedder, coverage."""
+        self.shard_errors = Counter(
+            "simsearch_router_shard_errors",
+            "Failed shard calls by shard URL and kind (unreachable, timeout, status, payload).",
+            ["shard", "kind"],
             registry=registry,
         )
         self.shards_up = Gauge(

@@ -1,7 +1,7 @@
 """The router's work behind the routes: search by vector, image or id, and image look-up.
 
 Routes stay thin (`app.py`); everything a query does is here, in the order it happens:
-pick the version (planner), check the input against that version (dim, k), embed if
+pick the version (routing), check the input against that version (dim, k), embed if
 needed (embedder), fan out and merge (fanout), and decide whether the answer may be
 served (nothing answered → 503; partial → flagged, or 503 with `strict`).
 """
@@ -42,13 +42,13 @@ from simsearch.common.wire import (
     decode_vectors,
 )
 from simsearch.router.coalesce import Coalescer
-from simsearch.router.discovery import ShardRegistry
 from simsearch.router.embedder_watch import EmbedderWatch
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.images import ImageLocator, ImageReply
 from simsearch.router.metrics import RouterMetrics
-from simsearch.router.planner import VersionChoice, choose_version, versions
-from simsearch.router.schemas import check_k, prepare_queries
+from simsearch.router.query import check_k, prepare_queries
+from simsearch.router.registry import ShardRegistry
+from simsearch.router.routing import VersionChoice, choose_version, versions
 from simsearch.router.settings import RouterSettings
 from simsearch.router.transport import Reply, Upstream
 

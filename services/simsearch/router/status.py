@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from typing import Literal
 
 from simsearch.common.wire import ShardVersionInfo
-from simsearch.router.discovery import ShardState, views
 from simsearch.router.embedder_watch import EmbedderState
-from simsearch.router.planner import VersionChoice, choose_version, versions
+from simsearch.router.registry import ShardState, views
+from simsearch.router.routing import VersionChoice, choose_version, versions
 from simsearch.router.schemas import (
     HealthResponse,
     ShardCounts,

@@ -1,4 +1,4 @@
-"""Which index version a query runs on, and which shard searches which partitions.
+"""Where a query is routed: which index version it runs on, which shard searches which partitions.
 
 Pure functions over what the shards last reported (`ShardView`): no I/O and no clocks, so
 every rule is unit-tested without a server.
@@ -22,9 +22,13 @@ the choice is the newest complete version, as before. While shards disagree (som
 the new CURRENT, some not yet), both versions may be live; the newest of them answers
 until the last shard polls (`POST /admin/reload` makes that immediate).
 
-Partition plan: `placement.plan_query` gives every partition to exactly one shard that
-has it ready, balanced, so a partition ready on two shards during a rebalance (or with
-replication) is searched once and no hit is returned twice.
+Partition assignment: `assign` (over `placement.assign_partitions`) gives every partition
+to exactly one shard that has it ready, balanced, so a partition ready on two shards during
+a rebalance (or with replication) is searched once and no hit is returned twice.
+
+(This module was `router/planner.py` with `plan`/`QueryPlan`; "plan" also named the
+index plan of the indexer and the shard's validated search, so the router's part is now
+named for what it computes: an assignment of partitions to shards.)
 """
 
 from __future__ import annotations
@@ -33,15 +37,15 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from simsearch.common.placement import plan_query
+from simsearch.common.placement import assign_partitions
 from simsearch.common.wire import ShardVersionInfo
 
-__all__ = ["QueryPlan", "ShardView", "VersionChoice", "choose_version", "plan", "versions"]
+__all__ = ["Assignment", "ShardView", "VersionChoice", "assign", "choose_version", "versions"]
 
 
 @dataclass(frozen=True)
 class ShardView:
-    """One healthy shard as the planner sees it: its URL and what it holds per version."""
+    """One healthy shard as routing sees it: its URL and what it holds per version."""
 
     url: str
     versions: Mapping[str, ShardVersionInfo]
@@ -78,10 +82,10 @@ class VersionChoice:
 
 
 @dataclass(frozen=True)
-class QueryPlan:
+class Assignment:
     """The partitions each shard is asked for, and those nobody can answer."""
 
-    assignments: dict[str, list[int]]
+    by_shard: dict[str, list[int]]  # shard URL -> its partitions, sorted; only shards with some
     uncovered: list[int]
 
 
@@ -161,18 +165,18 @@ def choose_version(shards: Iterable[ShardView]) -> VersionChoice | None:
     return max(candidates, key=lambda c: (c.coverage, c.version))
 
 
-def plan(
+def assign(
     choice: VersionChoice,
     partitions: Iterable[int] | None = None,
     exclude: Collection[str] = (),
     prefer: Callable[[str], float] | None = None,
-) -> QueryPlan:
+) -> Assignment:
     """Give each wanted partition (default: all of them) to one shard that has it ready.
 
-    `exclude` leaves out shards that just failed (a retry round plans around them);
+    `exclude` leaves out shards that just failed (a retry round is assigned around them);
     `prefer` breaks ties between equally loaded shards (lower is better, e.g. latency).
     """
     wanted = range(choice.partitions) if partitions is None else partitions
     available = {url: ready for url, ready in choice.holders.items() if url not in exclude}
-    assignments, uncovered = plan_query(wanted, available, prefer)
-    return QueryPlan(assignments, uncovered)
+    by_shard, uncovered = assign_partitions(wanted, available, prefer)
+    return Assignment(by_shard, uncovered)

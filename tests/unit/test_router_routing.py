@@ -1,9 +1,9 @@
-"""The router's planner: which version a query runs on, and who searches which partition."""
+"""The router's routing: which version a query runs on, and who searches which partition."""
 
 from __future__ import annotations
 
 from simsearch.common.wire import ShardVersionInfo
-from simsearch.router.planner import ShardView, choose_version, plan, versions
+from simsearch.router.routing import ShardView, assign, choose_version, versions
 
 OLD = "v20250101T000000Z-aaaaaa"
 NEW = "v20250102T000000Z-bbbbbb"
@@ -152,7 +152,7 @@ def test_partitions_outside_range_and_odd_shapes_are_ignored() -> None:
     assert set(choice.holders) == {"a", "b"}
 
 
-def test_plan_gives_each_partition_to_exactly_one_shard() -> None:
+def test_assign_gives_each_partition_to_exactly_one_shard() -> None:
     """During a rebalance partitions 2 and 3 are ready on both shards: asked once each."""
     shards = [
         shard("a", held(NEW, [0, 1, 2, 3])),
@@ -160,14 +160,14 @@ def test_plan_gives_each_partition_to_exactly_one_shard() -> None:
     ]
     choice = choose_version(shards)
     assert choice is not None
-    result = plan(choice)
-    asked = sorted(p for parts in result.assignments.values() for p in parts)
+    result = assign(choice)
+    asked = sorted(p for parts in result.by_shard.values() for p in parts)
     assert asked == list(range(8)) and result.uncovered == []
-    assert {len(parts) for parts in result.assignments.values()} == {4}  # balanced
-    assert set(result.assignments["a"]) >= {0, 1}
+    assert {len(parts) for parts in result.by_shard.values()} == {4}  # balanced
+    assert set(result.by_shard["a"]) >= {0, 1}
 
 
-def test_plan_counts_overlapping_vectors_once() -> None:
+def test_coverage_counts_overlapping_vectors_once() -> None:
     shards = [
         shard("a", held(NEW, [0, 1, 2, 3], vectors=40)),
         shard("b", held(NEW, [2, 3, 4, 5, 6, 7], vectors=60)),
@@ -176,15 +176,15 @@ def test_plan_counts_overlapping_vectors_once() -> None:
     assert choice is not None and choice.vectors == 80
 
 
-def test_replan_excludes_failed_shards_and_reports_the_uncovered() -> None:
+def test_reassignment_excludes_failed_shards_and_reports_the_uncovered() -> None:
     shards = [
         shard("a", held(NEW, [0, 1, 2, 3])),
         shard("b", held(NEW, [2, 3, 4, 5, 6, 7])),
     ]
     choice = choose_version(shards)
     assert choice is not None
-    retry = plan(choice, [0, 1, 2, 3], exclude={"a"})
-    assert retry.assignments == {"b": [2, 3]}
+    retry = assign(choice, [0, 1, 2, 3], exclude={"a"})
+    assert retry.by_shard == {"b": [2, 3]}
     assert retry.uncovered == [0, 1]
 
 
@@ -199,5 +199,5 @@ def test_prefer_breaks_ties_between_equally_loaded_shards() -> None:
     shards = [shard("a", held(NEW, list(range(8)))), shard("b", held(NEW, list(range(8))))]
     choice = choose_version(shards)
     assert choice is not None
-    result = plan(choice, [5], prefer={"a": 9.0, "b": 1.0}.__getitem__)
-    assert result.assignments == {"b": [5]}
+    result = assign(choice, [5], prefer={"a": 9.0, "b": 1.0}.__getitem__)
+    assert result.by_shard == {"b": [5]}
