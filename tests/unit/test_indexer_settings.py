@@ -51,7 +51,7 @@ def test_one_source_for_the_shared_defaults() -> None:
     assert settings.recall_target == BuildOptions().recall_target
     assert settings.embed_chunk == BuildOptions().chunk
     # the indexer cannot import the embedder: the same default model is checked here
-    assert DEFAULT_MODEL == EmbedderSettings.model_fields["model"].default
+    assert EmbedderSettings.model_fields["model"].default == DEFAULT_MODEL
 
 
 def test_import_h5_model_is_not_the_in_process_model(monkeypatch: pytest.MonkeyPatch) -> None:
