@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.simsearch-installed
 
-.PHONY: setup tools test test-fast lint format bench bench-quality bench-throughput demo down clean
+.PHONY: setup tools test test-fast lint format config-docs bench bench-quality bench-throughput demo down clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format services tests scripts
 	$(VENV)/bin/ruff check --fix services tests scripts
+
+# docs/configuration.md from the settings classes (tests/unit/test_config_docs.py fails
+# when the committed page differs).
+config-docs: setup
+	$(PY) scripts/gen_config_docs.py
 
 # Retrieval quality on labelled photos (needs ../shared/datasets, research use only).
 bench-quality: setup

@@ -7,11 +7,16 @@
     simsearch models                                (the model registry)
 
 Every command parses flags → loads typed settings (exit 2 with a clear message) → runs.
+Only the parser is built for every command: each command names its runner as
+`module:function` (`handler`) and that module, with its role's dependencies (faiss,
+h5py, torch), is imported only when the command runs, so an image with one role's extra
+(`pip install simsearch[router]`) runs that role (`tests/integration/test_router_venv.py`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,7 +45,9 @@ def _run(app: Any, settings: ServiceSettings) -> int:
     return 0
 
 
-def _serve_embedder(args: argparse.Namespace) -> int:
+def serve_embedder(args: argparse.Namespace) -> int:
+    """`simsearch serve embedder`: the only role with a model, so the only one with
+    `--model`, `--device` and `--weights`."""
     from simsearch.common.settings import load_settings
     from simsearch.common.telemetry import configure_logging
     from simsearch.embedder.app import build_engine, create_app
@@ -60,7 +67,8 @@ def _serve_embedder(args: argparse.Namespace) -> int:
     return _run(app, settings)
 
 
-def _serve_router(args: argparse.Namespace) -> int:
+def serve_router(args: argparse.Namespace) -> int:
+    """`simsearch serve router`."""
     from simsearch.common.settings import load_settings
     from simsearch.common.telemetry import configure_logging
     from simsearch.router.app import create_app
@@ -72,7 +80,8 @@ def _serve_router(args: argparse.Namespace) -> int:
     return _run(app, settings)
 
 
-def _serve_shard(args: argparse.Namespace) -> int:
+def serve_shard(args: argparse.Namespace) -> int:
+    """`simsearch serve shard`."""
     from prometheus_client import CollectorRegistry
 
     from simsearch.common.settings import load_settings
@@ -89,15 +98,8 @@ def _serve_shard(args: argparse.Namespace) -> int:
     return _run(app, settings)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    if args.role == "shard":
-        return _serve_shard(args)
-    if args.role == "router":
-        return _serve_router(args)
-    return _serve_embedder(args)
-
-
-def _models(_: argparse.Namespace) -> int:
+def list_models(_: argparse.Namespace) -> int:
+    """`simsearch models`: the registry's names, dims and preprocessing."""
     from simsearch.models.registry import REGISTRY
 
     for spec in REGISTRY.values():
@@ -106,30 +108,54 @@ def _models(_: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`simsearch serve ROLE`, one sub-parser per role: a flag that a role would ignore
+    (`serve router --model`) is an error instead of a silent no-op."""
+    serve = sub.add_parser("serve", help="run one service in the foreground")
+    roles = serve.add_subparsers(dest="role", required=True, metavar="{embedder,router,shard}")
+    for role in ("embedder", "router", "shard"):
+        parser = roles.add_parser(role, help=f"the {role}")
+        parser.add_argument("--host", help="interface to bind (SIMSEARCH_HOST)")
+        parser.add_argument("--port", type=int, help="port (SIMSEARCH_PORT)")
+        parser.set_defaults(handler=f"{__name__}:serve_{role}")
+        if role == "embedder":
+            parser.add_argument("--model", help="embedding model (SIMSEARCH_MODEL)")
+            parser.add_argument("--device", help="auto|cpu|cuda|mps (SIMSEARCH_DEVICE)")
+            parser.add_argument("--weights", help="file/URI or 'random' (SIMSEARCH_WEIGHTS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; flags left unset fall back to SIMSEARCH_* variables."""
+    """The argument parser; flags left unset fall back to SIMSEARCH_* variables.
+
+    It imports only the parser modules (standard library): no role's code.
+    """
+    from simsearch.indexer.parsers import add_parsers as add_index_parsers
+    from simsearch.local.parsers import add_parsers as add_local_parsers
+
     parser = argparse.ArgumentParser(prog="simsearch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run one service in the foreground")
-    serve.add_argument("role", choices=("embedder", "router", "shard"))
-    serve.add_argument("--host", help="interface to bind (SIMSEARCH_HOST)")
-    serve.add_argument("--port", type=int, help="port (SIMSEARCH_PORT)")
-    serve.add_argument("--model", help="embedder model (SIMSEARCH_MODEL)")
-    serve.add_argument("--device", help="auto|cpu|cuda|mps (SIMSEARCH_DEVICE)")
-    serve.add_argument("--weights", help="weights file/URI or 'random' (SIMSEARCH_WEIGHTS)")
-    serve.set_defaults(func=_serve)
+    _add_serve(sub)
     models = sub.add_parser("models", help="list the embedding models")
-    models.set_defaults(func=_models)
-    from simsearch.indexer.commands import add_parsers as add_index_parsers
-    from simsearch.local.commands import add_parsers as add_local_parsers
-
+    models.set_defaults(handler=f"{__name__}:list_models")
     add_index_parsers(sub)
     add_local_parsers(sub)
     return parser
 
 
+def runner(args: argparse.Namespace) -> Callable[[argparse.Namespace], int]:
+    """The function that runs the parsed command, its module imported now (`handler`)."""
+    module, _, name = str(args.handler).partition(":")
+    if module in ("__main__", __name__):  # `python -m simsearch.cli`: this very module
+        return globals()[name]  # type: ignore[no-any-return]
+    func: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return func
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; configuration problems exit 2 with one readable message.
+
+    So does a role's dependency that this install lacks (`index build` in a router-only
+    image): each role's dependencies are an extra, installed only where the role runs.
 
     Any other domain failure (the object store unreachable mid-build, a corrupt index
     file, ...) exits 1 with its reason on one line, which already names the endpoint and
@@ -137,9 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     line an operator needs (found by the fault matrix, tests/integration/test_faults.py).
     """
     args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        return runner(args)(args)
+    except ModuleNotFoundError as err:
+        if (err.name or "simsearch").startswith("simsearch"):
+            raise  # our own module: a bug, not an install choice
+        print(
+            f"simsearch {args.command}: {err} (install the extra of this role, e.g. "
+            "pip install 'simsearch[indexer]'; see pyproject.toml)",
+            file=sys.stderr,
+        )
+        return 2
     except ConfigError as err:
         print(f"simsearch: configuration error: {err.reason}", file=sys.stderr)
         return 2

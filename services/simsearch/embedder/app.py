@@ -11,8 +11,8 @@ GET  /metrics        Prometheus
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated
 
 import numpy as np
@@ -109,24 +109,40 @@ _EMBED_BODY = multipart_body(
 
 def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> FastAPI:
     """The embedder app; `engine` may be passed in (tests, benchmarks) to skip loading."""
+    registry = CollectorRegistry()
+    http_metrics = HttpMetrics("embedder", registry)
+    lifespan = _lifespan(settings, engine, EmbedderMetrics(registry))
+    app = FastAPI(title="simsearch embedder", version=simsearch.__version__, lifespan=lifespan)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_request_bytes
+    )
+    install_error_handlers(app)
+    app.include_router(health_router(_readiness(app, settings)))
+    app.include_router(metrics_router(http_metrics))
+    _add_embed_routes(app, settings)
+    _add_info_route(app, settings)
+    return app
+
+
+def _lifespan(
+    settings: EmbedderSettings, engine: Engine | None, metrics: EmbedderMetrics
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start-up loads the model (unless given) and starts the batcher; shut-down stops it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = EmbedderService(settings, engine or build_engine(settings), embedder_metrics)
+        service = EmbedderService(settings, engine or build_engine(settings), metrics)
         app.state.service = service
         await service.start()
         log.info("embedder ready", extra={"model": settings.model, "port": settings.port})
         yield
         await service.stop()
 
-    registry = CollectorRegistry()
-    http_metrics = HttpMetrics("embedder", registry)
-    embedder_metrics = EmbedderMetrics(registry)
-    app = FastAPI(title="simsearch embedder", version=simsearch.__version__, lifespan=lifespan)
-    app.add_middleware(
-        RequestContextMiddleware, metrics=http_metrics, max_body_bytes=settings.max_request_bytes
-    )
-    install_error_handlers(app)
+    return lifespan
+
+
+def _readiness(app: FastAPI, settings: EmbedderSettings) -> Callable[[], tuple[bool, str]]:
+    """Ready once the lifespan's service has loaded and warmed up the model."""
 
     def readiness() -> tuple[bool, str]:
         service = getattr(app.state, "service", None)
@@ -134,8 +150,11 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
             return False, "model loading or warming up"
         return True, f"{settings.model} on {service.engine.placement.device}"
 
-    app.include_router(health_router(readiness))
-    app.include_router(metrics_router(http_metrics))
+    return readiness
+
+
+def _add_embed_routes(app: FastAPI, settings: EmbedderSettings) -> None:
+    """`POST /embed` (uploads) and `POST /embed/keys` (objects the embedder fetches)."""
 
     @app.post(
         "/embed",
@@ -166,6 +185,10 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
         response.errors = result.errors
         return response
 
+
+def _add_info_route(app: FastAPI, settings: EmbedderSettings) -> None:
+    """`GET /info`: the model and batching this embedder runs."""
+
     @app.get("/info", response_model=EmbedderInfo)
     async def info(service: ServiceDep) -> EmbedderInfo:
         """What model this is: the indexer records it in the index manifest."""
@@ -185,5 +208,3 @@ def create_app(settings: EmbedderSettings, engine: Engine | None = None) -> Fast
             max_image_pixels=settings.max_image_pixels,
             version=simsearch.__version__,
         )
-
-    return app

@@ -33,6 +33,11 @@ from simsearch.common.storage import ObjectStore
 from simsearch.indexer.embedding import EmbedBackend
 from simsearch.indexer.journal import Journal
 from simsearch.indexer.scan import scan_images
+from simsearch.indexer.settings import (
+    DEFAULT_EMBED_CHUNK,
+    DEFAULT_PARTITIONS,
+    DEFAULT_RECALL_TARGET,
+)
 from simsearch.indexer.writer import write_index
 
 log = logging.getLogger(__name__)
@@ -55,13 +60,13 @@ class BuildReport:
 
 @dataclass
 class BuildOptions:
-    """Knobs of one build (all have CLI flags)."""
+    """Knobs of one build (from `IndexerSettings` and the command's flags)."""
 
-    partitions: int = 64
-    chunk: int = 256
+    partitions: int = DEFAULT_PARTITIONS
+    chunk: int = DEFAULT_EMBED_CHUNK
     full: bool = False
     retrain: bool = False
-    recall_target: float = 0.95  # the recall probe's target for the default nprobe
+    recall_target: float = DEFAULT_RECALL_TARGET  # the recall probe's target for the default nprobe
     workdir: Path | None = None
     progress: bool = True
 
@@ -133,26 +138,14 @@ def build(
     options = options or BuildOptions()
     started = time.perf_counter()
     report = BuildReport()
-    scanned = [info.key for info in scan_images(images)]
-    report.scanned = len(scanned)
-    if not scanned:
-        raise NoImages(f"no images under {images.uri}")
+    scanned = _scan(images, report)
     base = _base(layout, options)
-    if base is not None and base.model.name != backend.model.name:
-        raise ConfigError(
-            f"the index was built with {base.model.name}, the embedder runs "
-            f"{backend.model.name}: rebuild everything with --full"
-        )
+    _check_same_model(base, backend)
     workdir = options.workdir or Path(tempfile.gettempdir()) / "simsearch-build" / layout.name
     journal = Journal(workdir / "journal")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         known = existing_vectors(layout, base, Path(tmp)) if base is not None else {}
-    done = journal.load()
-    wanted = set(scanned)
-    report.reused = len(wanted & known.keys())
-    report.deleted = len(known.keys() - wanted)
-    report.resumed = len((wanted - known.keys()) & done.keys())
-    todo = [k for k in scanned if k not in known and k not in done and k not in journal.failed()]
+    todo = _todo(scanned, known, journal, report)
     _embed(backend, todo, journal, options, report)  # refused images are retried every build
     if base is not None and not (
         report.embedded or report.resumed or report.deleted or options.retrain
@@ -164,6 +157,59 @@ def build(
     report.failed.update(journal.failed())
     keys = [k for k in scanned if k in known or k in done]
     vectors = np.stack([known[k] if k in known else done[k] for k in keys])
+    manifest = _write(layout, keys, vectors, _Context(images, backend, base, workdir, options))
+    journal.clear()
+    report.version = manifest.version
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _scan(images: ObjectStore, report: BuildReport) -> list[str]:
+    """Every image key under `images`; none at all is `NoImages` (nothing to build)."""
+    scanned = [info.key for info in scan_images(images)]
+    report.scanned = len(scanned)
+    if not scanned:
+        raise NoImages(f"no images under {images.uri}")
+    return scanned
+
+
+def _check_same_model(base: Manifest | None, backend: EmbedBackend) -> None:
+    """Vectors of two models are not comparable: an incremental build must keep the model."""
+    if base is not None and base.model.name != backend.model.name:
+        raise ConfigError(
+            f"the index was built with {base.model.name}, the embedder runs "
+            f"{backend.model.name}: rebuild everything with --full"
+        )
+
+
+def _todo(
+    scanned: list[str], known: dict[str, np.ndarray], journal: Journal, report: BuildReport
+) -> list[str]:
+    """The keys still to embed: neither in the base version nor in the resume journal
+    (nor refused by the embedder this run); counts what is reused, resumed and deleted."""
+    done = journal.load()
+    wanted = set(scanned)
+    report.reused = len(wanted & known.keys())
+    report.deleted = len(known.keys() - wanted)
+    report.resumed = len((wanted - known.keys()) & done.keys())
+    failed = journal.failed()
+    return [k for k in scanned if k not in known and k not in done and k not in failed]
+
+
+@dataclass
+class _Context:
+    """What the write step needs besides the vectors (one build's fixed inputs)."""
+
+    images: ObjectStore
+    backend: EmbedBackend
+    base: Manifest | None
+    workdir: Path
+    options: BuildOptions
+
+
+def _write(layout: IndexLayout, keys: list[str], vectors: np.ndarray, ctx: _Context) -> Manifest:
+    """Train (or reuse) the template, write every partition and publish, with a bar."""
+    options = ctx.options
     bar: tqdm[Any] = tqdm(
         total=options.partitions,
         unit="part",
@@ -171,22 +217,20 @@ def build(
         file=sys.stderr,
         disable=not options.progress,
     )
-    manifest = write_index(
-        layout,
-        key_ids(keys),
-        vectors,
-        keys,
-        backend.model,
-        partitions=options.partitions,
-        source=images.uri,
-        progress=lambda count: _advance(bar, count),
-        workdir=workdir,
-        base=base,
-        retrain=options.retrain,
-        recall_target=options.recall_target,
-    )
-    bar.close()
-    journal.clear()
-    report.version = manifest.version
-    report.seconds = time.perf_counter() - started
-    return report
+    try:
+        return write_index(
+            layout,
+            key_ids(keys),
+            vectors,
+            keys,
+            ctx.backend.model,
+            partitions=options.partitions,
+            source=ctx.images.uri,
+            progress=lambda count: _advance(bar, count),
+            workdir=ctx.workdir,
+            base=ctx.base,
+            retrain=options.retrain,
+            recall_target=options.recall_target,
+        )
+    finally:
+        bar.close()

@@ -21,6 +21,7 @@ from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import ObjectStore
 from simsearch.common.telemetry import outgoing_headers
 from simsearch.common.wire import EmbedderInfo, EmbedResponse, decode_vectors
+from simsearch.indexer.settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class LocalBackend:
     def __init__(
         self,
         store: ObjectStore,
-        model: str = "efficientnet-lite0",
+        model: str = DEFAULT_MODEL,
         weights: str | None = None,
         workers: int = 4,
         batch: int = 32,

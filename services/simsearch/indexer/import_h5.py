@@ -17,6 +17,7 @@ from simsearch.common.errors import InvalidParameter
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import Manifest, ModelInfo
+from simsearch.indexer.settings import DEFAULT_PARTITIONS
 from simsearch.indexer.writer import Progress, write_index
 
 OLD_SERVICE_MODEL = "resnet50"  # what the old service embedded with (2048-d)
@@ -43,7 +44,7 @@ def import_h5(
     path: Path,
     layout: IndexLayout,
     model: str = OLD_SERVICE_MODEL,
-    partitions: int = 64,
+    partitions: int = DEFAULT_PARTITIONS,
     progress: Progress | None = None,
 ) -> Manifest:
     """Publish the vectors of an old `features.h5` as a new version of `layout`'s index."""

@@ -23,10 +23,11 @@ import numpy as np
 
 from simsearch.common.ann import Template, candidates
 from simsearch.common.manifest import RecallProbe
+from simsearch.indexer.settings import DEFAULT_RECALL_TARGET
 
 PROBE_QUERIES = 1000
 PROBE_K = 10
-TARGET_RECALL = 0.95
+TARGET_RECALL = DEFAULT_RECALL_TARGET
 
 
 def nprobe_ladder(nlist: int) -> list[int]:

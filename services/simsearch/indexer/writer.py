@@ -45,6 +45,7 @@ from simsearch.indexer.faissbuild import (
     write_partition,
 )
 from simsearch.indexer.probe import TARGET_RECALL, probe
+from simsearch.indexer.settings import DEFAULT_PARTITIONS
 
 BUILD_WORKERS = min(4, os.cpu_count() or 1)  # partitions written at once
 PROJECT_BLOCK = 65_536  # rows projected at a time (bounds the float32 copies)
@@ -79,7 +80,7 @@ def write_index(
     vectors: np.ndarray,
     paths: Sequence[str],
     model: ModelInfo,
-    partitions: int = 64,
+    partitions: int = DEFAULT_PARTITIONS,
     params: IndexParams | None = None,
     dtype: str = "auto",
     source: str | None = None,
@@ -101,58 +102,20 @@ def write_index(
     (FAISS and h5py release the GIL for the heavy part). With `probe_recall` the recall
     probe (`probe.py`) measures recall@10 and sets the default nprobe.
     """
-    n, dim = vectors.shape
-    if len(ids) != n or len(paths) != n:
-        raise InvalidParameter(f"{n} vectors but {len(ids)} ids and {len(paths)} paths")
-    if len(np.unique(ids)) != n:
-        raise InvalidParameter("ids are not unique (two keys with the same id?)")
-    if dim != model.dim:
-        raise InvalidParameter(f"vectors have dim {dim}, the model says {model.dim}")
-    reuse = base is not None and not retrain and base.partitions == partitions
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = _checked_ids(ids, vectors, paths, model)
+    reuse = base if base is not None and not retrain and base.partitions == partitions else None
     version = _next_version(base)
-    owner = partition_of_many(ids, partitions)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="simsearch-build-") as tmp:
         folder = Path(tmp)
-        if reuse and base is not None:
-            template, trained, params = _base_template(layout, base, folder)
-        else:
-            params = params or choose_plan(n, dim)
-            template = _train(vectors, params, n)
-            faiss.write_index(template.root, str(folder / TRAINED_FILE))
-            trained = layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE)
+        template, trained, params = _template_for(layout, version, folder, vectors, params, reuse)
         stored = _stored_dtype(dtype, template)
         y = _scoring_vectors(template, vectors, stored)
         build = _PartitionBuild(layout, version, folder, template, ids, y, paths, stored)
         probe_index = template.empty() if probe_recall and template.nlist > 1 else None
-
-        def one(p: int) -> PartitionInfo:
-            rows = np.flatnonzero(owner == p)
-            same = reuse and base is not None and _unchanged(base, p, ids[rows], folder, layout)
-            if same and base is not None:
-                info = base.partition_files[p]
-                part = (
-                    _reused_index(layout, info, folder, template)
-                    if probe_index is not None
-                    else None
-                )
-            else:
-                info, part = build.write(p, rows)
-            if probe_index is not None and part is not None:
-                with build.lock:
-                    probe_index.merge_from(part, 0)
-            if progress is not None:
-                progress(1)
-            return info
-
+        one = _partition_step(build, partition_of_many(ids, partitions), reuse, probe_index)
         with ThreadPoolExecutor(max(1, workers), "partition") as pool:
-            infos = list(pool.map(one, range(partitions)))
-        found = None
-        if probe_index is not None:
-            if template.fast_scan:
-                probe_index = to_fast_scan(probe_index)  # what a shard searches
-            found = run_probe(template, probe_index, ids, y, params.refine, recall_target)
-            params = params.model_copy(update={"nprobe": found.nprobe})
+            infos = list(pool.map(lambda p: _counted(one(p), progress), range(partitions)))
+        params, found = _probe_version(template, probe_index, ids, y, params, recall_target)
     manifest = Manifest(
         index_name=layout.name,
         version=version,
@@ -160,7 +123,7 @@ def write_index(
         model=model,
         params=params,
         partitions=partitions,
-        total=n,
+        total=len(ids),
         dtype=stored,  # type: ignore[arg-type]
         trained=trained,
         partition_files=infos,
@@ -169,8 +132,88 @@ def write_index(
         probe=found,
     )
     layout.publish(manifest)
-    log.info("published %s: %d vectors in %d partitions", version, n, partitions)
+    log.info("published %s: %d vectors in %d partitions", version, len(ids), partitions)
     return manifest
+
+
+def _checked_ids(
+    ids: np.ndarray, vectors: np.ndarray, paths: Sequence[str], model: ModelInfo
+) -> np.ndarray:
+    """`ids` as int64, once they, the paths and the model's dim agree with the vectors."""
+    n, dim = vectors.shape
+    if len(ids) != n or len(paths) != n:
+        raise InvalidParameter(f"{n} vectors but {len(ids)} ids and {len(paths)} paths")
+    if len(np.unique(ids)) != n:
+        raise InvalidParameter("ids are not unique (two keys with the same id?)")
+    if dim != model.dim:
+        raise InvalidParameter(f"vectors have dim {dim}, the model says {model.dim}")
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _template_for(
+    layout: IndexLayout,
+    version: str,
+    folder: Path,
+    vectors: np.ndarray,
+    params: IndexParams | None,
+    reuse: Manifest | None,
+) -> tuple[Template, FileRef, IndexParams]:
+    """The base's template when it is reused, else one trained now and uploaded."""
+    if reuse is not None:
+        return _base_template(layout, reuse, folder)
+    n, dim = vectors.shape
+    params = params or choose_plan(n, dim)
+    template = _train(vectors, params, n)
+    faiss.write_index(template.root, str(folder / TRAINED_FILE))
+    return template, layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE), params
+
+
+def _probe_version(
+    template: Template,
+    probe_index: Any,
+    ids: np.ndarray,
+    y: np.ndarray,
+    params: IndexParams,
+    target: float,
+) -> tuple[IndexParams, RecallProbe | None]:
+    """The params with the probe's default nprobe, and the probe (None: no probe run)."""
+    if probe_index is None:
+        return params, None
+    if template.fast_scan:
+        probe_index = to_fast_scan(probe_index)  # what a shard searches
+    found = run_probe(template, probe_index, ids, y, params.refine, target)
+    return params.model_copy(update={"nprobe": found.nprobe}), found
+
+
+def _counted(info: PartitionInfo, progress: Progress | None) -> PartitionInfo:
+    """Report one finished partition to `progress` (the build's bar)."""
+    if progress is not None:
+        progress(1)
+    return info
+
+
+def _partition_step(
+    build: _PartitionBuild, owner: np.ndarray, reuse: Manifest | None, probe_index: Any
+) -> Callable[[int], PartitionInfo]:
+    """What one pool thread does for partition p: reference the base's files when p holds
+    the same ids as there, else write it; either way merge it into the probe index."""
+
+    def one(p: int) -> PartitionInfo:
+        rows = np.flatnonzero(owner == p)
+        ids = build.ids[rows]
+        if reuse is not None and _unchanged(reuse, p, ids, build.folder, build.layout):
+            info = reuse.partition_files[p]
+            part = None
+            if probe_index is not None:
+                part = _reused_index(build.layout, info, build.folder, build.template)
+        else:
+            info, part = build.write(p, rows)
+        if probe_index is not None and part is not None:
+            with build.lock:
+                probe_index.merge_from(part, 0)
+        return info
+
+    return one
 
 
 def _stored_dtype(dtype: str, template: Template) -> str:

@@ -1,4 +1,8 @@
-"""`simsearch up | scale | status | down` and `simsearch search`: argument handling."""
+"""`simsearch up | scale | status | down` and `simsearch search`: the runners.
+
+Their flags are in `parsers.py`; the CLI imports this module only when one of these
+commands runs.
+"""
 
 from __future__ import annotations
 
@@ -21,49 +25,7 @@ from simsearch.local.cluster import ClusterState, Process, alive, spawn, stop, w
 from simsearch.local.roles import embedder_env, indexer_args, router_env, shard_env
 from simsearch.local.supervisor import locked, supervise
 
-DEFAULT_FOLDER = Path(".simsearch")
 SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "flowers" / "images"
-
-
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """The local-cluster commands."""
-    up = sub.add_parser("up", help="run a whole cluster locally and print its URL")
-    up.add_argument("--images", help="images to index (default: the bundled sample photos)")
-    up.add_argument(
-        "--features",
-        type=Path,
-        help="serve an old service's features.h5 instead (vector search only: no embedder)",
-    )
-    up.add_argument("--store", help="object store for the index (default: .simsearch/store)")
-    up.add_argument("--index", default="default")
-    up.add_argument("--shards", type=int, default=2)
-    up.add_argument("--port", type=int, default=8000, help="router port; others follow it")
-    up.add_argument("--partitions", type=int, default=16)
-    up.add_argument("--replication", type=int, default=1, help="shards holding each partition")
-    up.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
-    up.set_defaults(func=run_up)
-    scale = sub.add_parser(
-        "scale", help="change the number of local shards (and restart any that died)"
-    )
-    scale.add_argument("shards", type=int)
-    scale.add_argument("--timeout", type=float, default=300, help="seconds to wait for shards")
-    scale.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
-    scale.set_defaults(func=run_scale)
-    for name, func, text in (
-        ("status", run_status, "show the local cluster"),
-        ("down", run_down, "stop the local cluster"),
-    ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
-        cmd.set_defaults(func=func)
-    supervise = sub.add_parser("supervise", help=argparse.SUPPRESS)  # started by `up`
-    supervise.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
-    supervise.set_defaults(func=run_supervise)
-    search = sub.add_parser("search", help="search by an image file")
-    search.add_argument("image", type=Path)
-    search.add_argument("--url", default="http://127.0.0.1:8000")
-    search.add_argument("-k", type=int, default=10)
-    search.set_defaults(func=run_search)
 
 
 def _uri(value: str | None, default: Path) -> str:

@@ -6,11 +6,19 @@ and compares), so what the local tests prove is what the cluster runs. The only
 differences are where a role learns about the others: locally from files the `up`/`scale`
 commands write (`file` topology and discovery), in Kubernetes from the API (`kubernetes`);
 those pairs are listed in `CLUSTER_EQUIVALENTS`.
+
+The environments are written as setting names (`_env(shard_ordinal=…)`), the fields of
+each role's settings class, turned into variables by `common.settings.env_name`: local
+mode may not import the roles' classes (services never import each other), so
+`tests/unit/test_local_roles.py` checks every name against the class and builds the
+class from the environment, as the role does at start.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from simsearch.common.settings import env_name
 
 __all__ = [
     "CLUSTER_EQUIVALENTS",
@@ -27,10 +35,15 @@ SERVE_ARGS: dict[str, list[str]] = {
 
 # local variable -> the variable(s) the chart sets instead, with the same meaning
 CLUSTER_EQUIVALENTS: dict[str, tuple[str, ...]] = {
-    "SIMSEARCH_SHARD_ORDINAL": ("SIMSEARCH_POD_NAME",),  # ordinal = pod-name suffix
-    "SIMSEARCH_TOPOLOGY_FILE": ("SIMSEARCH_STATEFULSET", "SIMSEARCH_REPLICAS"),
-    "SIMSEARCH_SHARDS_FILE": ("SIMSEARCH_SHARDS_SERVICE", "SIMSEARCH_SHARDS_DNS"),
+    env_name("shard_ordinal"): (env_name("pod_name"),),  # ordinal = pod-name suffix
+    env_name("topology_file"): (env_name("statefulset"), env_name("replicas")),
+    env_name("shards_file"): (env_name("shards_service"), env_name("shards_dns")),
 }
+
+
+def _env(**settings: object) -> dict[str, str]:
+    """`SIMSEARCH_*` variables from setting names and values (every value as text)."""
+    return {env_name(name): str(value) for name, value in settings.items()}
 
 
 def shard_env(
@@ -42,17 +55,17 @@ def shard_env(
     a new shard's start and load, or a scale-up leaves a gap: 10 s covers a local process
     start (~3 s) and the load of a sample-sized index with room to spare.
     """
-    return {
-        "SIMSEARCH_STORE": store,
-        "SIMSEARCH_INDEX": index,
-        "SIMSEARCH_SHARD_ORDINAL": str(ordinal),
-        "SIMSEARCH_TOPOLOGY": "file",
-        "SIMSEARCH_TOPOLOGY_FILE": str(folder / "topology.json"),
-        "SIMSEARCH_CACHE_DIR": str(folder / "cache" / f"shard-{ordinal}"),
-        "SIMSEARCH_REPLICATION": str(replication),
-        "SIMSEARCH_POLL_S": "1",
-        "SIMSEARCH_DRAIN_S": "10",
-    }
+    return _env(
+        store=store,
+        index=index,
+        shard_ordinal=ordinal,
+        topology="file",
+        topology_file=folder / "topology.json",
+        cache_dir=folder / "cache" / f"shard-{ordinal}",
+        replication=replication,
+        poll_s=1,
+        drain_s=10,
+    )
 
 
 def router_env(
@@ -63,15 +76,15 @@ def router_env(
     An empty `images` leaves the images root to the manifest's source, and an empty
     `embedder_url` means vector search only (an imported features.h5).
     """
-    env = {
-        "SIMSEARCH_DISCOVERY": "file",
-        "SIMSEARCH_SHARDS_FILE": str(folder / "shards.json"),
-        "SIMSEARCH_EMBEDDER_URL": embedder_url,
-        "SIMSEARCH_STORE": store,
-        "SIMSEARCH_IMAGES_ROOT": images,
-        "SIMSEARCH_INDEX": index,
-        "SIMSEARCH_POLL_S": "1",
-    }
+    env = _env(
+        discovery="file",
+        shards_file=folder / "shards.json",
+        embedder_url=embedder_url,
+        store=store,
+        images_root=images,
+        index=index,
+        poll_s=1,
+    )
     return {name: value for name, value in env.items() if value}
 
 
@@ -79,10 +92,12 @@ def embedder_env(images: str) -> dict[str, str]:
     """A local embedder may read only the images being indexed (model: the default).
 
     `/embed/keys` fetches what callers name, so it is fenced to `SIMSEARCH_ALLOWED_ROOTS`;
-    the indexer sends it URIs under `images`. An empty `images` (an imported features.h5)
-    leaves it with no roots: it embeds uploads only.
+    the indexer sends it URIs under `images`. Without it the embedder would have no root
+    at all (local mode sets no `SIMSEARCH_STORE` for it) and refuse every key, so `up`
+    could not build. An empty `images` (an imported features.h5) starts no embedder; the
+    `{}` then only keeps the function total.
     """
-    return {"SIMSEARCH_ALLOWED_ROOTS": images} if images else {}
+    return _env(allowed_roots=images) if images else {}
 
 
 def indexer_args(
