@@ -13,7 +13,7 @@ Here the vectors follow the covariance spectrum of real embeddings instead:
 2. Their mean, top principal directions and variances, and the residual variance; then a
    Gaussian mixture in that spectrum: `--centres` centres (a "subject" each) with
    `--within` of the variance inside a centre. Unit length, like the real ones.
-3. For each factory (the writer's `choose_plan` form, `IVF<nlist>,PQ<m>`, with or
+3. For each factory (the writer's `choose_params` form, `IVF<nlist>,PQ<m>`, with or
    without residual encoding) one index, then for every nprobe × refine: recall@10 of
    the top k·refine candidates re-ranked exactly (what a shard does) against exact
    search, and the single-query latency in this process with one FAISS thread.
@@ -145,7 +145,7 @@ def main() -> int:
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
-    from simsearch.indexer.faissbuild import choose_plan
+    from simsearch.indexer.faissbuild import choose_params
 
     real = real_embeddings(args.workdir / "real.npy")
     gen = PhotoLike(real, args.centres, args.within)
@@ -156,8 +156,8 @@ def main() -> int:
     real_sims = faiss.IndexFlatIP(real.shape[1])
     real_sims.add(real)
     real_top = real_sims.search(real[:200], K + 1)[0]
-    plan = choose_plan(args.n, x.shape[1])
-    nlist = args.nlist or plan.nlist or 1
+    params = choose_params(args.n, x.shape[1])
+    nlist = args.nlist or params.nlist or 1
     result: dict[str, Any] = {
         "n": args.n,
         "queries": args.queries,
@@ -173,7 +173,7 @@ def main() -> int:
         for residual in residuals:
             factory = f"IVF{nlist},PQ{m}"
             started = time.perf_counter()
-            index = build(x, factory, residual, plan.train_size or 262_144)
+            index = build(x, factory, residual, params.train_size or 262_144)
             built = time.perf_counter() - started
             for nprobe in args.nprobe:
                 for refine in args.refine:

@@ -21,7 +21,7 @@ from simsearch.common.ids import key_id
 from simsearch.common.placement import assign_partitions, assignment
 from simsearch.common.topk import merge
 from simsearch.indexer.faissbuild import (
-    choose_plan,
+    choose_params,
     fill_partition,
     train_template,
     write_partition,
@@ -45,7 +45,7 @@ def build(tmp: Path, vectors: np.ndarray, kind: str, nlist: int | None, pq_m: in
     (scoring-space) vectors."""
     n, dim = vectors.shape
     ids = np.array([key_id(f"photos/{i:06d}.jpg") for i in range(n)], dtype=np.int64)
-    plan = choose_plan(n, dim, nlist=nlist, pq_m=pq_m, kind=kind, pca_dim=32)
+    plan = choose_params(n, dim, nlist=nlist, pq_m=pq_m, kind=kind, pca_dim=32)
     template = train_template(vectors[: plan.train_size], plan)
     faiss.write_index(template.root, str(tmp / "trained.faiss"))
     dtype = "float16" if plan.pca_dim else "float32"

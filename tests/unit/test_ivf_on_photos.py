@@ -19,7 +19,7 @@ from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.indexer.embedding import LocalBackend
-from simsearch.indexer.faissbuild import choose_plan
+from simsearch.indexer.faissbuild import choose_params
 from simsearch.indexer.writer import write_index
 from simsearch.shard.searcher import Searcher, load_partition, load_template
 
@@ -44,7 +44,7 @@ def test_fast_scan_plan_on_real_photos_reaches_recall_098(
     keys, vectors, model = photos
     root = tmp_path / "store"
     layout = IndexLayout(open_store(str(root)))
-    plan = choose_plan(len(keys), vectors.shape[1], kind="fastscan")
+    plan = choose_params(len(keys), vectors.shape[1], kind="fastscan")
     manifest = write_index(
         layout,
         key_ids(keys),

@@ -25,7 +25,7 @@ from simsearch.common.manifest import IndexParams
 EXACT_BELOW = 50_000  # under this many vectors an exact scan is fast enough and perfect
 MIN_POINTS_PER_CENTROID = 39  # FAISS k-means warns below this: centroids would be noise
 PQ_TRAIN_POINTS = 256 * MIN_POINTS_PER_CENTROID  # 8-bit codebooks have 256 centroids
-PCA_DIM = 256  # the scoring space of the fast-scan plan (see choose_plan)
+PCA_DIM = 256  # the scoring space of the fast-scan kind (see choose_params)
 PCA_TRAIN_POINTS = 65_536  # a 1280² covariance is well estimated long before this
 COARSE_TRAIN_PER_LIST = 40  # k-means sample per list: just over FAISS' 39 minimum
 
@@ -33,9 +33,9 @@ COARSE_TRAIN_PER_LIST = 40  # k-means sample per list: just over FAISS' 39 minim
 def choose_pq_m(dim: int, per_code: int = 10) -> int:
     """Sub-quantizers: ~`per_code` dimensions each, a divisor of `dim` (1280 → 128).
 
-    8-bit plan, measured on photo-like 1280-d vectors (docs/benchmarks.md §5): with ~20
+    8-bit kind, measured on photo-like 1280-d vectors (docs/benchmarks.md §5): with ~20
     dimensions per code byte (PQ64) recall@10 after the exact re-rank stops at ~0.93
-    whatever nprobe; ~10 (PQ128) reaches 0.96. The fast-scan plan uses 2 dimensions per
+    whatever nprobe; ~10 (PQ128) reaches 0.96. The fast-scan kind uses 2 dimensions per
     4-bit code (PQ128x4fs on 256 dimensions, 64 bytes per vector).
     """
     target = max(1, dim // per_code)
@@ -49,7 +49,7 @@ def default_nlist(n: int) -> int:
     return int(max(1, min(nlist, n // MIN_POINTS_PER_CENTROID)))
 
 
-def choose_plan(
+def choose_params(
     n: int,
     dim: int,
     nlist: int | None = None,
@@ -60,12 +60,12 @@ def choose_plan(
     """Parameters from the data size: exact for small sets, fast-scan IVF above.
 
     `kind`: "auto" (exact below `EXACT_BELOW` vectors unless `nlist`/`pq_m` is given,
-    else "fastscan"), "exact", "fastscan" or "pq8" (the 8-bit plan of earlier versions,
+    else "fastscan"), "exact", "fastscan" or "pq8" (the 8-bit kind of earlier versions,
     kept for comparison and for indexes that need no PCA). `pca_dim` overrides the
-    fast-scan plan's scoring dimension (`PCA_DIM`; the model's own if it is not smaller).
+    fast-scan kind's scoring dimension (`PCA_DIM`; the model's own if it is not smaller).
 
     Exact is "IVF1,Flat": one inverted list of uncompressed vectors, i.e. a brute-force
-    scan, but through the same IVF code path as the large indexes. The fast-scan plan is
+    scan, but through the same IVF code path as the large indexes. The fast-scan kind is
     PCA to 256 dimensions (centred, not whitened; vectors are unit length again after it),
     `IVF<nlist>` on that space and `PQ256x4` codes (one dimension per 4-bit code, 128 B per
     vector, searched with FAISS' fast-scan kernels), re-ranked exactly (10·k) from float16
@@ -78,7 +78,7 @@ def choose_plan(
     if n < 1 or dim < 1:
         raise InvalidParameter(f"cannot index n={n} vectors of dim={dim}")
     if kind not in ("auto", "exact", "fastscan", "pq8"):
-        raise InvalidParameter(f"unknown index plan {kind!r} (auto, exact, fastscan, pq8)")
+        raise InvalidParameter(f"unknown index kind {kind!r} (auto, exact, fastscan, pq8)")
     forced = nlist is not None or pq_m is not None
     if kind == "exact" or (kind == "auto" and not forced and n < EXACT_BELOW):
         return IndexParams(
@@ -91,13 +91,13 @@ def choose_plan(
         )
     nlist = nlist or default_nlist(n)
     if kind == "pq8":
-        return _pq8_plan(n, dim, nlist, pq_m)
-    return _fastscan_plan(n, dim, nlist, pq_m, pca_dim or PCA_DIM)
+        return _pq8_params(n, dim, nlist, pq_m)
+    return _fastscan_params(n, dim, nlist, pq_m, pca_dim or PCA_DIM)
 
 
-def _fastscan_plan(n: int, dim: int, nlist: int, pq_m: int | None, pca_dim: int) -> IndexParams:
+def _fastscan_params(n: int, dim: int, nlist: int, pq_m: int | None, pca_dim: int) -> IndexParams:
     space = min(dim, pca_dim, n)
-    m = pq_m or space  # one dimension per 4-bit code: see the docstring of choose_plan
+    m = pq_m or space  # one dimension per 4-bit code: see the docstring of choose_params
     if space % m:
         raise InvalidParameter(f"PQ m={m} must divide the scoring dimension {space}")
     return IndexParams(
@@ -116,7 +116,7 @@ def _fastscan_plan(n: int, dim: int, nlist: int, pq_m: int | None, pca_dim: int)
     )
 
 
-def _pq8_plan(n: int, dim: int, nlist: int, pq_m: int | None) -> IndexParams:
+def _pq8_params(n: int, dim: int, nlist: int, pq_m: int | None) -> IndexParams:
     m = pq_m or choose_pq_m(dim)
     if dim % m:
         raise InvalidParameter(f"PQ m={m} must divide the dimension {dim}")
@@ -132,7 +132,7 @@ def _pq8_plan(n: int, dim: int, nlist: int, pq_m: int | None) -> IndexParams:
     )
 
 
-def train_template(sample: np.ndarray, plan: IndexParams) -> Template:
+def train_template(sample: np.ndarray, params: IndexParams) -> Template:
     """Train the PCA (if any), coarse quantizer and codebooks on a sample of unit vectors.
 
     The result holds no vectors. With a PCA it is an `IndexPreTransform(PCA, IVF)`: the
@@ -140,11 +140,11 @@ def train_template(sample: np.ndarray, plan: IndexParams) -> Template:
     `Template.project` gives every vector and query later.
     """
     vectors = np.ascontiguousarray(sample, dtype=np.float32)
-    if len(vectors) < (plan.nlist or 1):
-        raise InvalidParameter(f"{len(vectors)} training vectors for {plan.nlist} lists")
+    if len(vectors) < (params.nlist or 1):
+        raise InvalidParameter(f"{len(vectors)} training vectors for {params.nlist} lists")
     dim = vectors.shape[1]
-    with_pca = plan.pca_dim is not None and plan.pca_dim < dim
-    spec = f"PCA{plan.pca_dim},{plan.factory}" if with_pca else plan.factory
+    with_pca = params.pca_dim is not None and params.pca_dim < dim
+    spec = f"PCA{params.pca_dim},{params.factory}" if with_pca else params.factory
     root: Any = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(root))
     if is_fast_scan(ivf):

@@ -39,7 +39,7 @@ from simsearch.common.manifest import (
     verify_file,
 )
 from simsearch.indexer.faissbuild import (
-    choose_plan,
+    choose_params,
     fill_partition,
     train_template,
     write_partition,
@@ -162,7 +162,7 @@ def _template_for(
     if reuse is not None:
         return _base_template(layout, reuse, folder)
     n, dim = vectors.shape
-    params = params or choose_plan(n, dim)
+    params = params or choose_params(n, dim)
     template = _train(vectors, params, n)
     faiss.write_index(template.root, str(folder / TRAINED_FILE))
     return template, layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE), params
