@@ -38,13 +38,17 @@ RUN groupadd --system --gid 10001 simsearch \
 WORKDIR /app
 ENTRYPOINT ["simsearch"]
 
-# ---- light: router and shard dependencies, no torch ----
-# The router itself needs only its own extra, but `simsearch` builds its whole argument
-# parser at start-up and that imports the `index` commands (faiss, h5py): so the router
-# image gets the shard extra as well (one shared stage). Still no torch.
-FROM runtime AS light
+# ---- router and shard: each only its own extra, no torch ----
+# The CLI imports a role's code only when that role runs (cli.py), so the router image has
+# no faiss or h5py (tests/integration/test_router_venv.py starts `serve router` in a venv
+# with only this extra).
+FROM runtime AS router-deps
 RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    pip install "$(find /dist -name 'simsearch-*.whl')[router,shard]"
+    pip install "$(find /dist -name 'simsearch-*.whl')[router]"
+
+FROM runtime AS shard-deps
+RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
+    pip install "$(find /dist -name 'simsearch-*.whl')[shard]"
 
 # ---- heavy: torch (CPU by default) plus the embedder and indexer dependencies ----
 FROM runtime AS heavy
@@ -59,12 +63,12 @@ RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
     pip install "$(find /dist -name 'simsearch-*.whl')[embedder,indexer]"
 
 # ---- the role targets ----
-FROM light AS router
+FROM router-deps AS router
 USER 10001:10001
 EXPOSE 8000
 CMD ["serve", "router"]
 
-FROM light AS shard
+FROM shard-deps AS shard
 USER 10001:10001
 EXPOSE 8002
 CMD ["serve", "shard"]

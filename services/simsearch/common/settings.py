@@ -20,11 +20,6 @@ from simsearch.common.storage import S3Options
 
 ENV_PREFIX = "SIMSEARCH_"
 
-# Shared limits: one value for every role that enforces it, so they cannot drift apart.
-# The largest k·refine one query may ask for: the router refuses more (400) rather than
-# send the shards a request each of them would refuse, and the shards bound their memory.
-MAX_CANDIDATES = 20_000
-
 S = TypeVar("S", bound="ServiceSettings")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from simsearch.common.errors import InvalidVector
+from simsearch.common.limits import MAX_K
 
 VectorEncoding = Literal["json", "base64"]
 VectorSpace = Literal["model", "index"]
@@ -132,7 +133,7 @@ class ShardSearchRequest(BaseModel):
 
     version: str
     partitions: list[int]
-    k: int = Field(ge=1, le=1000)
+    k: int = Field(ge=1, le=MAX_K)
     nprobe: int | None = Field(None, ge=1, le=65536)
     refine: int | None = Field(None, ge=1, le=100)
     dim: int = Field(ge=1)

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from simsearch.common.confinement import AllowedRoots, Root, parse_root, parse_roots
 from simsearch.common.errors import ConfigError
 from simsearch.common.settings import ServiceSettings
+from simsearch.models import DEFAULT_MODEL
 
 ALLOWED_ROOTS_VAR = "SIMSEARCH_ALLOWED_ROOTS"
 
@@ -18,7 +19,7 @@ class EmbedderSettings(ServiceSettings):
     """Model, device and batching knobs. Defaults suit a CPU laptop; the chart sets GPU ones."""
 
     port: int = Field(8001, ge=1, le=65535)
-    model: str = Field("efficientnet-lite0", description="Registry name (see `GET /info`).")
+    model: str = Field(DEFAULT_MODEL, description="Registry name (see `GET /info`).")
     weights: str | None = Field(
         None, description="Path, s3:// or file:// URI of a .pth file, or 'random' (tests)."
     )

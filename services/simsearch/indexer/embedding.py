@@ -21,7 +21,7 @@ from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import ObjectStore
 from simsearch.common.telemetry import outgoing_headers
 from simsearch.common.wire import EmbedderInfo, EmbedResponse, decode_vectors
-from simsearch.indexer.settings import DEFAULT_MODEL
+from simsearch.models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,12 @@ from pydantic import Field, field_validator
 
 from simsearch.common.errors import ConfigError
 from simsearch.common.settings import ServiceSettings, env_name
+from simsearch.models import DEFAULT_MODEL
 
 # One source for each default the indexer's code paths share (`index build`, `import-h5`,
 # `write_index`, `BuildOptions`): they import these instead of repeating the numbers.
 DEFAULT_PARTITIONS = 64
 DEFAULT_RECALL_TARGET = 0.95
-# The embedder's default model too (`EmbedderSettings.model`): the indexer cannot import
-# the embedder, so `tests/unit/test_indexer_settings.py` keeps the two equal.
-DEFAULT_MODEL = "efficientnet-lite0"
 DEFAULT_EMBED_CHUNK = 256
 
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from simsearch.common.apikeys import KeySettings, parse_key_list
-from simsearch.common.settings import MAX_CANDIDATES
+from simsearch.common.limits import MAX_CANDIDATES, MAX_K
 from simsearch.router.clientip import TrustedProxies
 from simsearch.router.ratelimit import ROUTE_CLASSES, Limit, RouteClass, Target
 
@@ -115,7 +115,7 @@ class RouterSettings(KeySettings):
     hedge_min_ms: float = Field(
         5.0, ge=0, le=60_000, description="Never hedge earlier than this (ms)."
     )
-    max_k: int = Field(1000, ge=1, le=1000)
+    max_k: int = Field(MAX_K, ge=1, le=MAX_K)
     default_k: int = Field(10, ge=1, le=1000, validate_default=True)
     max_queries: int = Field(64, ge=1, le=1024, description="Vectors per /search/vector call.")
     coalesce_queries: int = Field(

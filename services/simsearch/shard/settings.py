@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from simsearch.common.apikeys import KeySettings
+from simsearch.common.limits import MAX_CANDIDATES, MAX_K
 from simsearch.common.ordinal import parse_ordinal
-from simsearch.common.settings import MAX_CANDIDATES
 
 
 class ShardSettings(KeySettings):
@@ -71,7 +71,7 @@ class ShardSettings(KeySettings):
     )
     nprobe: int | None = Field(None, ge=1, le=65536, description="Override the manifest's.")
     refine: int | None = Field(None, ge=1, le=100, description="Override the manifest's.")
-    max_k: int = Field(1000, ge=1, le=1000)
+    max_k: int = Field(MAX_K, ge=1, le=MAX_K)
     max_batch_queries: int = Field(256, ge=1, le=1024)
     max_candidates: int = Field(
         MAX_CANDIDATES, ge=1, description="Largest k·refine one query may ask for (bounds memory)."
