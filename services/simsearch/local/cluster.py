@@ -1,4 +1,4 @@
-"""`simsearch up | scale | status | down`: a whole cluster as local processes.
+"""A local cluster's processes and state file: spawn, wait for readiness, stop.
 
 The services are the ones the Helm chart runs, started as `simsearch serve ROLE` child
 processes on loopback with the `file` topology and discovery sources: `topology.json`

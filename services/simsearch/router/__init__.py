@@ -1,1 +1,1 @@
-"""The router: shard discovery, query planning, fan-out/merge and the public search API."""
+"""The router: shard discovery, query routing, fan-out/merge and the public search API."""
