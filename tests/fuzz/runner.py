@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "schemathesis.toml"
-HOOKS = HERE / "hooks.py"
+from tests.support.paths import FUZZ
+
+CONFIG = FUZZ / "schemathesis.toml"
+HOOKS = FUZZ / "hooks.py"
 
 
 @dataclass

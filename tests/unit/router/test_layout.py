@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from tests.unit.test_imports import PACKAGE, module_name, targets
+from tests.support.paths import PACKAGE
+from tests.unit.test_imports import module_name, targets
 
 ROUTER = PACKAGE / "router"
 

@@ -28,6 +28,7 @@ import pytest
 
 from simsearch.local.cluster import ClusterState
 from simsearch.local.roles import router_env
+from tests.support.paths import SAMPLE_IMAGES, SCRIPTS
 from tests.support.procs import Service, start_service
 from tests.support.procs import run_cli as simsearch
 from tests.support.s3server import free_port_block
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "samples" / "flowers" / "images"
 CHROMIUM = Path("/usr/bin/chromium")
 CLASSES = ("daisy", "roses", "sunflowers")
 PER_CLASS = 14
@@ -83,7 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     images = work / "images"
     for name in CLASSES:
         (images / name).mkdir(parents=True)
-        for photo in sorted((SAMPLES / name).glob("*.jpg"))[:PER_CLASS]:
+        for photo in sorted((SAMPLE_IMAGES / name).glob("*.jpg"))[:PER_CLASS]:
             shutil.copy(photo, images / name / photo.name)
     folder = work / "state"
     port = free_port_block()
@@ -118,7 +117,7 @@ def browser() -> Iterator[Browser]:
     """Headless Debian chromium, installed by the project's script when it is missing."""
     if not CHROMIUM.exists() or importlib.util.find_spec("playwright") is None:
         install = subprocess.run(
-            ["bash", str(ROOT / "scripts" / "install-browser.sh")],
+            ["bash", str(SCRIPTS / "install-browser.sh")],
             env={**os.environ, "VENV": sys.prefix},
             capture_output=True,
             text=True,

@@ -38,6 +38,7 @@ from simsearch.indexer.writer import write_index
 from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
 from tests.support import procs
 from tests.support.cluster import spawn
+from tests.support.paths import SAMPLE_IMAGES
 from tests.support.procs import Service, wait_ready
 from tests.support.s3server import AWS, s3_client, stop_process
 from tests.support.tcpproxy import TcpProxy
@@ -47,7 +48,6 @@ pytestmark = pytest.mark.integration
 
 DIM, N, P, K = 64, 3000, 8, 10
 RATE = 25.0  # queries per second: modest, the machine has two shared cores
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 REPORT: dict[str, dict[str, object]] = {}
 
 
@@ -370,7 +370,7 @@ def test_a_killed_embedder_costs_image_search_only_and_recovers(env: Cluster) ->
         wait_ready(shard, "/health/ready", 60)
     router = env.start_router(shards, SIMSEARCH_EMBEDDER_URL=embedder.url)
     wait_ready(embedder, "/health/ready", 120)
-    photo = sorted(SAMPLES.glob("*/*.jpg"))[0].read_bytes()
+    photo = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[0].read_bytes()
 
     def image_search() -> httpx.Response:
         files = {"file": ("p.jpg", photo, "image/jpeg")}

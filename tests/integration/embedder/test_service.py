@@ -20,12 +20,12 @@ import pytest
 
 from simsearch.common.wire import decode_vectors
 from tests.support import bad_images
+from tests.support.paths import SAMPLE_IMAGES
 from tests.support.procs import Service, start_service
 from tests.support.s3server import s3_client
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 MAX_IMAGE = 4 * 1024 * 1024
 MAX_BODY = 8 * 1024 * 1024
 BUCKET = "photos"
@@ -33,7 +33,7 @@ OTHER_BUCKET = "elsewhere"  # on the same moto server, readable with the same cr
 
 
 def sample(n: int) -> Path:
-    return sorted(SAMPLES.glob("*/*.jpg"))[n]
+    return sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[n]
 
 
 @pytest.fixture(scope="module")

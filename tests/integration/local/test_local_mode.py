@@ -11,18 +11,18 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.paths import SAMPLE_IMAGES
 from tests.support.procs import run_cli as cli
 from tests.support.procs import wait_for
 from tests.support.s3server import free_port_block
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 
 
 def test_up_search_scale_down(tmp_path: Path) -> None:
     images = tmp_path / "images"
-    for photo in sorted(SAMPLES.glob("*/*.jpg"))[::20]:
+    for photo in sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[::20]:
         (images / photo.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo, images / photo.parent.name / photo.name)
     port = free_port_block()

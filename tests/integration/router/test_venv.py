@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.paths import ROOT, SERVICES
 from tests.support.procs import Service, wait_ready
 from tests.support.s3server import free_port, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
-ROOT = Path(__file__).resolve().parents[2]
 OTHER_ROLES = ("faiss", "h5py", "torch", "torchvision")
 
 
@@ -40,7 +40,7 @@ def router_venv(tmp_path: Path) -> Path:
     keeps the build's egg-info and build/ folders out of the working tree)."""
     source = tmp_path / "src"
     shutil.copytree(
-        ROOT / "services",
+        SERVICES,
         source / "services",
         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
     )

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.helm import CHART, ROOT, containers, find, pod_specs, render, template_text
+from tests.support.helm import CHART, containers, find, pod_specs, render, template_text
+from tests.support.paths import ROOT
 
 SKAFFOLD = ROOT / "skaffold.yaml"
 DOCKERFILE = ROOT / "Dockerfile"

@@ -9,7 +9,8 @@ from pathlib import Path
 import kubernetes_validate
 import yaml
 
-from tests.support.helm import ROOT, helm
+from tests.support.helm import helm
+from tests.support.paths import ROOT, TOOLS_BIN
 
 SCRIPT = ROOT / "scripts" / "render-k8s.py"
 
@@ -48,7 +49,7 @@ def test_kustomization_lists_every_file_and_the_objects_are_valid() -> None:
 
 def test_kubectl_kustomize_builds_the_folder() -> None:
     """What `kubectl apply -k k8s/` would send, built by the real kubectl (no cluster)."""
-    kubectl = ROOT / ".tools" / "bin" / "kubectl"
+    kubectl = TOOLS_BIN / "kubectl"
     done = subprocess.run(
         [str(kubectl), "kustomize", str(ROOT / "k8s")], capture_output=True, text=True, timeout=60
     )

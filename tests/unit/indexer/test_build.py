@@ -15,12 +15,11 @@ from simsearch.indexer.build import BuildOptions, build
 from simsearch.indexer.embedding import Chunk, LocalBackend
 from simsearch.indexer.import_h5 import import_h5
 from tests.support import bad_images
-
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
+from tests.support.paths import SAMPLE_IMAGES
 
 
 def copy_samples(target: Path, start: int, count: int) -> list[Path]:
-    photos = sorted(SAMPLES.glob("*/*.jpg"))[start : start + count]
+    photos = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[start : start + count]
     out = []
     for photo in photos:
         dest = target / photo.parent.name / photo.name

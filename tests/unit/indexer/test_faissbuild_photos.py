@@ -22,16 +22,16 @@ from simsearch.indexer.embedding import LocalBackend
 from simsearch.indexer.faissbuild import choose_params
 from simsearch.indexer.writer import write_index
 from simsearch.shard.searcher import Searcher, load_partition, load_template
+from tests.support.paths import SAMPLE_IMAGES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 P = 4
 K = 10
 
 
 @pytest.fixture(scope="module")
 def photos() -> tuple[list[str], np.ndarray, object]:
-    images = open_store(str(SAMPLES))
-    keys = sorted(p.relative_to(SAMPLES).as_posix() for p in SAMPLES.glob("*/*.jpg"))
+    images = open_store(str(SAMPLE_IMAGES))
+    keys = sorted(p.relative_to(SAMPLE_IMAGES).as_posix() for p in SAMPLE_IMAGES.glob("*/*.jpg"))
     backend = LocalBackend(images, workers=2, batch=16)
     embedded, vectors, refused = backend.embed(keys)
     assert not refused and len(embedded) == len(keys) == 500

@@ -44,6 +44,7 @@ from simsearch.common.storage import (
     open_store,
     split_object_uri,
 )
+from tests.support.paths import ROOT
 from tests.support.s3server import free_port
 
 if TYPE_CHECKING:
@@ -471,7 +472,6 @@ def test_file_store_make_bucket_creates_the_folder(tmp_path: Path) -> None:
 
 STORAGE = "simsearch.common.storage"
 MODULES = ("atomic", "base", "file", "s3", "uri")
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _defined_public_names(module: types.ModuleType) -> set[str]:
@@ -492,7 +492,7 @@ def _imported_storage_names() -> set[tuple[str, str]]:
     """(file, name) for every name imported from the storage package or its modules."""
     found: set[tuple[str, str]] = set()
     for top in ("services", "tests", "scripts"):
-        for path in (REPO / top).rglob("*.py"):
+        for path in (ROOT / top).rglob("*.py"):
             if STORAGE.replace(".", "/") in path.as_posix():
                 continue  # the package's own modules import each other by design
             tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -16,12 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.paths import SAMPLE_IMAGES
 from tests.support.procs import Service, start_service
 from tests.support.s3server import s3_client
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 BUCKET = "cluster"
 
 
@@ -39,7 +39,7 @@ def s3_settings(s3_endpoint: str) -> dict[str, str]:
 def photos(s3_endpoint: str) -> list[Path]:
     s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
-    chosen = sorted(SAMPLES.glob("*/*.jpg"))[::12]  # ~42 photos of all five classes
+    chosen = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[::12]  # ~42 photos of all five classes
     for photo in chosen:
         s3.put_object(
             Bucket=BUCKET, Key=f"photos/{photo.parent.name}/{photo.name}", Body=photo.read_bytes()

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.ids import MAX_ID, key_id, key_ids, partition_of, partition_of_many
+from tests.support.paths import ROOT
 
 # Pinned: changing any of these renumbers every index ever built. The empty key and the
 # non-ASCII key have the top digest bit set (e4…, 93…), so they pin the 63-bit mask too.
@@ -39,7 +39,7 @@ def test_key_id_is_stable_across_processes() -> None:
         text=True,
         check=True,
         env={"PYTHONHASHSEED": "12345", "PYTHONPATH": "services"},
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )
     assert int(out.stdout) == PINNED["images/cat.jpg"]
 

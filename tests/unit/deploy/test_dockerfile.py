@@ -15,16 +15,15 @@ import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from simsearch.cli import build_parser
+from tests.support.paths import ROOT, TOOLS_BIN
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-HADOLINT = ROOT / ".tools" / "bin" / "hadolint"
+HADOLINT = TOOLS_BIN / "hadolint"
 
 SERVE_ROLES = ("router", "shard", "embedder")
 TARGETS = (*SERVE_ROLES, "indexer")

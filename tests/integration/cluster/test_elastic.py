@@ -29,13 +29,13 @@ from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.local.cluster import ClusterState, alive
 from simsearch.local.loadgen import QueryLoad, Sample, recovery_times, summarise
+from tests.support.paths import SAMPLE_IMAGES
 from tests.support.procs import run_cli, wait_for
 from tests.support.s3server import free_port_block
 
 pytestmark = pytest.mark.integration
 
 RATE = 40.0  # queries per second, above the 30 the acceptance asks for
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers" / "images"
 
 
 def dead(pid: int) -> bool:
@@ -168,7 +168,7 @@ def copy_photos(target: Path, photos: list[Path]) -> None:
 
 
 def test_an_incremental_update_and_a_rollback_under_load_never_mix_versions(tmp_path: Path) -> None:
-    photos = sorted(SAMPLES.glob("*/*.jpg"))[::4][:110]
+    photos = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[::4][:110]
     images = tmp_path / "images"
     copy_photos(images, photos[:100])
     cluster = LocalCluster(tmp_path, "--images", str(images), "--shards", "2", "--partitions", "8")
