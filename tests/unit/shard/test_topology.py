@@ -1,6 +1,6 @@
 """Shard identity and topology: ordinals from pod names, the static and file sources.
 
-The settings that resolve the ordinal are tested in `test_shard_settings.py`.
+The settings that resolve the ordinal are tested in `tests/unit/shard/test_settings.py`.
 """
 
 from __future__ import annotations
