@@ -114,7 +114,12 @@ def small_cluster(s3_endpoint: str, root: Path) -> Iterator[SmallCluster]:
 
     with ExitStack() as stack:
         running: list[Service] = []  # a test may replace a shard: stop whatever runs then
-        stack.callback(lambda: [stop_process(service.process) for service in running])
+
+        def stop_running() -> None:
+            for service in running:
+                stop_process(service.process)
+
+        stack.callback(stop_running)
 
         def started(service: Service) -> Service:
             running.append(service)

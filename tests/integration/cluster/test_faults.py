@@ -146,6 +146,13 @@ def shard_version(shard: Service) -> dict[str, object]:
     return dict(live[-1]) if live else {}
 
 
+def failed_partitions(shard: Service) -> dict[str, object]:
+    """The live version's failed partitions of a shard: partition (as text) → the reason."""
+    failed = shard_version(shard)["failed"]
+    assert isinstance(failed, dict), failed
+    return failed
+
+
 @dataclass
 class Cluster:
     """Shards and a router over one store; everything started is stopped at the end."""
@@ -443,8 +450,8 @@ def test_a_corrupt_partition_is_failed_served_by_its_other_holder_or_flagged(
     shards[holder] = spawn("shard", env.shard_env(holder, 3, 2, cache), port)
     env.shards.append(shards[holder])
     wait_ready(shards[holder], "/health/ready", 60)
-    wait_for(lambda: str(victim) in shard_version(shards[holder])["failed"], 20, "failed")
-    reason = shard_version(shards[holder])["failed"][str(victim)]  # type: ignore[index]
+    wait_for(lambda: str(victim) in failed_partitions(shards[holder]), 20, "failed")
+    reason = failed_partitions(shards[holder])[str(victim)]
     q = queries_of(data)
     with QueryLoad(router2.url, q, RATE) as load:
         time.sleep(3.0)
@@ -455,7 +462,7 @@ def test_a_corrupt_partition_is_failed_served_by_its_other_holder_or_flagged(
         wait_ready(shard, "/health/ready", 60)
     router1 = env.start_router(single)
     only = next(s for o, s in enumerate(single) if victim in partitions_for(o, P, 2, 1))
-    wait_for(lambda: str(victim) in shard_version(only)["failed"], 20, "failed (R=1)")
+    wait_for(lambda: str(victim) in failed_partitions(only), 20, "failed (R=1)")
     with QueryLoad(router1.url, q, RATE) as load:
         time.sleep(3.0)
     r1 = load.stop()

@@ -19,7 +19,6 @@ from tests.support.s3server import free_port_block
 pytestmark = pytest.mark.integration
 
 
-
 def test_up_search_scale_down(tmp_path: Path) -> None:
     images = tmp_path / "images"
     for photo in sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[::20]:

@@ -117,7 +117,7 @@ def test_a_rotated_key_file_is_used_without_a_restart(tmp_path: Path) -> None:
         assert post(service, "/search/vector", "new-key").status_code == 401
         swap_secret_volume(volume, "search:new-key\nadmin:new-admin\n", 2)  # the kubelet's way
         wait_for(
-            lambda s=service: post(s, "/search/vector", "new-key").status_code == ADMITTED,
+            lambda: post(service, "/search/vector", "new-key").status_code == ADMITTED,
             10,
             "the new key accepted",
         )
@@ -151,10 +151,13 @@ def test_a_burst_over_the_address_limit_is_429_with_retry_after(limited: Service
         route_class="vector_search",
         limited_by="address",
     )
-    via_proxy = {"X_Forwarded_For": "198.51.100.1"}  # from 127.0.0.1: a trusted proxy
-    codes = [post(limited, "/search/vector", "key-0", **via_proxy).status_code for _ in range(3)]
+    proxied = "198.51.100.1"  # via a proxy on 127.0.0.1: a trusted one
+    codes = [
+        post(limited, "/search/vector", "key-0", X_Forwarded_For=proxied).status_code
+        for _ in range(3)
+    ]
     assert codes == [ADMITTED] * 3
-    refused = post(limited, "/search/vector", "key-0", **via_proxy)
+    refused = post(limited, "/search/vector", "key-0", X_Forwarded_For=proxied)
     assert refused.status_code == 429, refused.text
     assert refused.headers["retry-after"].isdigit() and int(refused.headers["retry-after"]) >= 1
     body = refused.json()

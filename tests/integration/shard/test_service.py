@@ -209,8 +209,8 @@ def test_shard_over_s3(s3_endpoint: str, s3_env: None, tmp_path: Path) -> None:
     )
     store = S3Store("shard-index", "idx", S3Options(endpoint_url=s3_endpoint))
     manifest = publish(IndexLayout(store))
-    extra = {"SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint}
-    with start_service("shard", env("s3://shard-index/idx", tmp_path, **extra)) as shard:
+    settings = env("s3://shard-index/idx", tmp_path, SIMSEARCH_S3_ENDPOINT_URL=s3_endpoint)
+    with start_service("shard", settings) as shard:
         assert info(shard)["versions"][0]["ready"] == list(range(P))
         queries = unit(8, 5)
         answer = search(shard, manifest.version, list(range(P)), queries)
@@ -278,8 +278,13 @@ def test_scaling_through_the_topology_file_drains_moved_partitions(
     layout, manifest = file_index
     topology = tmp_path / "topology.json"
     topology.write_text(json.dumps({"replicas": 1}))
-    extra = {"SIMSEARCH_TOPOLOGY": "file", "SIMSEARCH_TOPOLOGY_FILE": str(topology)}
-    with start_service("shard", env(layout.store.uri, tmp_path, **extra)) as shard:
+    settings = env(
+        layout.store.uri,
+        tmp_path,
+        SIMSEARCH_TOPOLOGY="file",
+        SIMSEARCH_TOPOLOGY_FILE=str(topology),
+    )
+    with start_service("shard", settings) as shard:
         assert info(shard)["versions"][0]["ready"] == list(range(P))
         topology.write_text(json.dumps({"replicas": 3}))  # what `simsearch scale 3` does
         kept = partitions_for(0, P, 3)

@@ -7,6 +7,7 @@ httpx's ASGI transport (the pieces are under test here, not a service).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI, Request
@@ -109,7 +110,7 @@ def test_bodies_over_the_limit_get_413_declared_or_streamed() -> None:
     assert declared.status_code == 413
     assert declared.json()["error"] == "payload_too_large"
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(5):
             yield b"y" * 300
 

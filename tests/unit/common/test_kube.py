@@ -125,7 +125,11 @@ def test_topology_follows_a_scale_without_reading_again(
     with caplog.at_level(logging.INFO, logger="simsearch.shard.kube"):
         for n in (4, 1):
             kube.set_statefulset(STS_NAME, n)
-            eventually(lambda n=n: topo.replicas() == n, f"replicas {n}")
+
+            def scaled(n: int = n) -> bool:
+                return topo.replicas() == n
+
+            eventually(scaled, f"replicas {n}")
     assert gets(kube) == 1  # the watch carried both changes
     assert "replicas 2 -> 4" in caplog.text
     assert "replicas 4 -> 1" in caplog.text

@@ -18,6 +18,7 @@ from faiss.contrib.evaluation import check_ref_knn_with_draws
 from simsearch.common.ann import Template, candidates, to_fast_scan
 from simsearch.common.features import open_features, write_features
 from simsearch.common.ids import key_id
+from simsearch.common.manifest import IndexParams
 from simsearch.common.placement import assign_partitions, assignment
 from simsearch.common.topk import merge
 from simsearch.indexer.faissbuild import (
@@ -40,7 +41,9 @@ def clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def build(tmp: Path, vectors: np.ndarray, kind: str, nlist: int | None, pq_m: int | None):  # type: ignore[no-untyped-def]
+def build(
+    tmp: Path, vectors: np.ndarray, kind: str, nlist: int | None, pq_m: int | None
+) -> tuple[IndexParams, Template, np.ndarray, np.ndarray]:
     """Partitions as the writer makes them; returns the plan, template, ids and the stored
     (scoring-space) vectors."""
     n, dim = vectors.shape
@@ -85,7 +88,11 @@ def reference(
     return exact[rows, best], cand[rows, best]
 
 
-def distributed(tmp: Path, queries: np.ndarray, shards: int, nprobe: int, refine: int):  # type: ignore[no-untyped-def]
+def distributed(
+    tmp: Path, queries: np.ndarray, shards: int, nprobe: int, refine: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and ids as the cluster answers: partitions spread over `shards`, each shard
+    searching its planned share, the parts merged."""
     version = load_template(tmp / "trained.faiss")
     held = assignment(P, shards)
     searchers = {

@@ -17,6 +17,7 @@ import pytest
 
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.embedding import LocalBackend
 from simsearch.indexer.faissbuild import choose_params
@@ -29,7 +30,7 @@ K = 10
 
 
 @pytest.fixture(scope="module")
-def photos() -> tuple[list[str], np.ndarray, object]:
+def photos() -> tuple[list[str], np.ndarray, ModelInfo]:
     images = open_store(str(SAMPLE_IMAGES))
     keys = sorted(p.relative_to(SAMPLE_IMAGES).as_posix() for p in SAMPLE_IMAGES.glob("*/*.jpg"))
     backend = LocalBackend(images, workers=2, batch=16)
@@ -39,7 +40,7 @@ def photos() -> tuple[list[str], np.ndarray, object]:
 
 
 def test_fast_scan_plan_on_real_photos_reaches_recall_098(
-    tmp_path: Path, photos: tuple[list[str], np.ndarray, object]
+    tmp_path: Path, photos: tuple[list[str], np.ndarray, ModelInfo]
 ) -> None:
     keys, vectors, model = photos
     root = tmp_path / "store"
@@ -50,12 +51,13 @@ def test_fast_scan_plan_on_real_photos_reaches_recall_098(
         key_ids(keys),
         vectors,
         keys,
-        model,  # type: ignore[arg-type]
+        model,
         P,
         params=plan,
         recall_target=0.98,
     )
-    assert manifest.params.factory.startswith("IVF") and manifest.params.nlist > 1
+    assert manifest.params.nlist is not None and manifest.params.nlist > 1
+    assert manifest.params.factory.startswith("IVF")
     assert manifest.params.pca_dim == 256 and manifest.dtype == "float16"
     assert manifest.probe is not None and manifest.probe.recall >= 0.98
 

@@ -68,7 +68,7 @@ def test_the_values_are_what_the_roles_need(tmp_path: Path) -> None:
     assert "SIMSEARCH_EMBEDDER_URL" not in router and "SIMSEARCH_IMAGES_ROOT" not in router
     # without the images as a root, the local embedder would refuse every key of the build
     assert embedder_env("file:///i") == {"SIMSEARCH_ALLOWED_ROOTS": "file:///i"}
-    assert EmbedderSettings(**{"allowed_roots": "file:///i"}).roots()
+    assert EmbedderSettings(allowed_roots="file:///i").roots()
     assert EmbedderSettings().roots() == ()
 
 

@@ -85,7 +85,7 @@ def test_weights_load_from_a_file_and_from_torch_cache(
     spec = get_spec("resnet18")
     random_module, label = load_model(spec, "random")
     assert label == "random"
-    state = random_module.backbone.state_dict()
+    state = random_module.get_submodule("backbone").state_dict()
     with torch.no_grad():
         state["conv1.weight"].add_(1.0)  # make the file distinguishable from the seed
     path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
@@ -93,7 +93,7 @@ def test_weights_load_from_a_file_and_from_torch_cache(
     torch.save(state, path)
     loaded, label = load_model(spec, str(path))
     assert label == str(path)
-    assert torch.equal(loaded.backbone.conv1.weight, state["conv1.weight"])
+    assert torch.equal(loaded.get_parameter("backbone.conv1.weight"), state["conv1.weight"])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     _, label = load_model(spec, None)
     assert label == str(path)

@@ -10,6 +10,7 @@ import pytest
 
 from simsearch.router.coalesce import Coalescer
 from simsearch.router.fanout import FanoutResult, Hit, SearchParams
+from simsearch.router.routing import VersionChoice
 
 
 class RecordingFanOut:
@@ -30,14 +31,25 @@ class RecordingFanOut:
         return FanoutResult(choice.version, 4, hits, {0, 1, 2, 3})
 
 
-class Choice:
-    version = "v1"
+def choice(holder: str = "http://shard-0") -> VersionChoice:
+    """Version v1 with all 4 partitions on `holder`: the name tells which plan a batch used."""
+    everything = frozenset({0, 1, 2, 3})
+    return VersionChoice(
+        version="v1",
+        partitions=4,
+        dim=4,
+        nprobe=1,
+        refine=1,
+        model="m",
+        holders={holder: everything},
+        covered=everything,
+    )
 
 
 def run(coalescer: Coalescer, values: list[int], k: int = 10) -> list[Any]:
     async def main() -> list[Any]:
         calls = [
-            coalescer.search(Choice(), np.full((1, 4), v, np.float32), SearchParams(k), 1.0)  # type: ignore[arg-type]
+            coalescer.search(choice(), np.full((1, 4), v, np.float32), SearchParams(k), 1.0)
             for v in values
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
@@ -75,7 +87,7 @@ def test_different_parameters_are_never_mixed() -> None:
     async def main() -> list[Any]:
         q = np.zeros((1, 4), np.float32)
         return await asyncio.gather(
-            *(coalescer.search(Choice(), q, SearchParams(k), 1.0) for k in (5, 10, 5, 10))  # type: ignore[arg-type]
+            *(coalescer.search(choice(), q, SearchParams(k), 1.0) for k in (5, 10, 5, 10))
         )
 
     answers = asyncio.run(main())
@@ -96,40 +108,32 @@ class SlowFanOut:
     def __init__(self, delay_s: float) -> None:
         self.delay_s = delay_s
         self.timeouts: list[float] = []
-        self.holders: list[Any] = []
+        self.holders: list[list[str]] = []
 
     async def search(
-        self, choice: Any, queries: np.ndarray, params: SearchParams, timeout_s: float
+        self, choice: VersionChoice, queries: np.ndarray, params: SearchParams, timeout_s: float
     ) -> FanoutResult:
         self.timeouts.append(timeout_s)
-        self.holders.append(choice.holders)
+        self.holders.append(sorted(choice.holders))
         await asyncio.sleep(self.delay_s)
         hits = [[Hit(int(row[0]), 1.0, f"p{int(row[0])}")] for row in queries]
         return FanoutResult(choice.version, 4, hits, {0, 1, 2, 3})
-
-
-class HeldChoice:
-    version = "v1"
-    covered = frozenset({0, 1, 2, 3})
-
-    def __init__(self, holders: str) -> None:
-        self.holders = holders
 
 
 def test_a_queued_batch_gets_what_is_left_of_its_deadline_and_a_fresh_plan() -> None:
     """Behind a stalled batch, later queries must neither restart their deadline (the
     whole query is bounded by it) nor use a plan made before the stall."""
     fanout = SlowFanOut(0.2)
-    coalescer = Coalescer(fanout, 32, refresh=lambda v: HeldChoice("fresh"))  # type: ignore[arg-type]
+    coalescer = Coalescer(fanout, 32, refresh=lambda v: choice("fresh"))  # type: ignore[arg-type]
 
     async def main() -> None:
         q = np.zeros((1, 4), np.float32)
-        first = asyncio.ensure_future(coalescer.search(HeldChoice("old"), q, SearchParams(5), 1.0))  # type: ignore[arg-type]
+        first = asyncio.ensure_future(coalescer.search(choice("old"), q, SearchParams(5), 1.0))
         await asyncio.sleep(0.01)
-        await coalescer.search(HeldChoice("old"), q, SearchParams(5), 1.0)  # type: ignore[arg-type]
+        await coalescer.search(choice("old"), q, SearchParams(5), 1.0)
         await first
 
     asyncio.run(main())
     assert fanout.timeouts[0] == pytest.approx(1.0, abs=0.02)
     assert fanout.timeouts[1] == pytest.approx(0.8, abs=0.05)  # 1.0 - 0.01 queued - 0.2 stall
-    assert fanout.holders == ["fresh", "fresh"]
+    assert fanout.holders == [["fresh"], ["fresh"]]

@@ -31,7 +31,7 @@ async def _serve(handler: Handler) -> tuple[asyncio.Server, str]:
 
 
 def _run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 20))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(coro, 20))
 
 
 def test_keep_alive_reuses_one_connection() -> None:

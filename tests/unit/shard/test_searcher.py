@@ -79,7 +79,9 @@ def shards(
     return [shard(root, o, 2, tmp_path_factory.mktemp(f"cache{o}")) for o in (0, 1)]
 
 
-def request(version: str, partitions: list[int], queries: np.ndarray, **extra: object) -> object:
+def request(
+    version: str, partitions: list[int], queries: np.ndarray, **extra: object
+) -> ShardSearchRequest:
     fields: dict[str, object] = {
         "version": version,
         "partitions": partitions,
@@ -134,7 +136,7 @@ def test_request_checks_name_the_problem(
     mine = sorted(service.holdings.views()[0].ready)
     other = sorted(set(range(P)) - set(mine))
     q = unit(2, 2)
-    cases: list[tuple[object, type[Exception], str]] = [
+    cases: list[tuple[ShardSearchRequest, type[Exception], str]] = [
         (request("v20200101T000000Z-abcdef", mine, q), VersionNotLoaded, "not loaded"),
         (request(manifest.version, [*mine, other[0]], q), PartitionsNotReady, "not held"),
         (request(manifest.version, [P], q), InvalidParameter, "do not exist"),
