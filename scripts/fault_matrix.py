@@ -1,4 +1,4 @@
-"""Run the fault matrix (tests/integration/test_faults.py) and print its figures.
+"""Run the fault matrix (tests/integration/cluster/test_faults.py) and print its figures.
 
     python scripts/fault_matrix.py [--json out.json]
 
@@ -26,7 +26,7 @@ def run(report: Path) -> int:
     """pytest on the fault file, from the repository root, with the report path set."""
     env = {**os.environ, "SIMSEARCH_FAULT_REPORT": str(report)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "services"), str(ROOT)])
-    test = "tests/integration/test_faults.py"
+    test = "tests/integration/cluster/test_faults.py"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test]
     return subprocess.run(cmd, cwd=ROOT, env=env, check=False).returncode
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A longer schemathesis pass than the one in `make test` (tests/integration/test_fuzz.py):
+# A longer schemathesis pass than the one in `make test` (tests/integration/cluster/test_fuzz.py):
 # the same real cluster, every check, all three services, more examples, a fresh seed.
 #
 #   scripts/fuzz.sh [EXAMPLES_PER_OPERATION] [SEED]     (defaults: 1000, random)
@@ -15,4 +15,4 @@ SEED="${2:-$((RANDOM * 32768 + RANDOM))}"
 echo "fuzz: ${EXAMPLES} examples per operation, seed ${SEED}"
 SIMSEARCH_FUZZ_EXAMPLES="$EXAMPLES" SIMSEARCH_FUZZ_SEED="$SEED" \
 SIMSEARCH_FUZZ_TIMEOUT_S="${SIMSEARCH_FUZZ_TIMEOUT_S:-3000}" \
-  "$PY" -m pytest -p no:cacheprovider -q -s -o timeout=3600 tests/integration/test_fuzz.py
+  "$PY" -m pytest -p no:cacheprovider -q -s -o timeout=3600 tests/integration/cluster/test_fuzz.py

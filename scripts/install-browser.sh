@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the search-page browser test (tests/integration/test_page_browser.py) and
+# Installs what the search-page browser test (tests/integration/router/test_page_browser.py) and
 # scripts/screenshot_page.py need; run by `make tools` (and so by `make test`), and by the
 # test itself when something is missing. Idempotent and quiet: a no-op once both are there.
 #

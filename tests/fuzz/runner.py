@@ -1,6 +1,6 @@
 """Run schemathesis (its CLI, every check) against one running service and read the result.
 
-Shared by `tests/integration/test_fuzz.py` (a bounded pass inside `make test`) and
+Shared by `tests/integration/cluster/test_fuzz.py` (a bounded pass inside `make test`) and
 `scripts/fuzz.sh` (a longer one). The CLI is the tool as an outside prober runs it; its
 JSON report gives the failures and generated cases, and the service's own
 `simsearch_http_requests_total` counter gives how many requests it really received
@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "schemathesis.toml"
-HOOKS = HERE / "hooks.py"
+from tests.support.paths import FUZZ
+
+CONFIG = FUZZ / "schemathesis.toml"
+HOOKS = FUZZ / "hooks.py"
 
 
 @dataclass

@@ -24,14 +24,13 @@ from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.writer import write_index
+from tests.support.paths import SAMPLE_IMAGES, SERVICES
 from tests.support.procs import Service, wait_ready
 from tests.support.s3server import AWS, free_port, s3_client, stop_process
 
 N, DIM, P = 300, 1280, 8
 MODEL = "efficientnet-lite0"  # what the embedder (random weights) reports
 BUCKET = "fuzz-photos"
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "samples" / "flowers" / "images"
 
 
 @dataclass
@@ -56,7 +55,7 @@ def spawn(role: str, env: dict[str, str], port: int | None = None) -> Service:
     port = port or free_port()
     log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}-{port}.log"
     # this checkout's code, not whatever `simsearch` the environment has installed
-    path = os.pathsep.join(p for p in (str(ROOT / "services"), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(SERVICES), os.environ.get("PYTHONPATH")) if p)
     full_env = {
         **os.environ,
         **AWS,
@@ -78,7 +77,7 @@ def _write_images(s3_endpoint: str, paths: list[str]) -> dict[str, bytes]:
     """Three real photos under the first three keys; the other keys have no object."""
     s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=BUCKET)
-    photos = sorted(SAMPLES.glob("*/*.jpg"))[:3]
+    photos = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[:3]
     stored = {key: photo.read_bytes() for key, photo in zip(paths, photos, strict=False)}
     for key, data in stored.items():
         s3.put_object(Bucket=BUCKET, Key=f"lib/{key}", Body=data)
@@ -115,7 +114,12 @@ def small_cluster(s3_endpoint: str, root: Path) -> Iterator[SmallCluster]:
 
     with ExitStack() as stack:
         running: list[Service] = []  # a test may replace a shard: stop whatever runs then
-        stack.callback(lambda: [stop_process(service.process) for service in running])
+
+        def stop_running() -> None:
+            for service in running:
+                stop_process(service.process)
+
+        stack.callback(stop_running)
 
         def started(service: Service) -> Service:
             running.append(service)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT, TOOLS_BIN
+
 CHART = ROOT / "charts" / "simsearch"
-HELM = ROOT / ".tools" / "bin" / "helm"
+HELM = TOOLS_BIN / "helm"
 SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))
 RELEASE = "demo"
 NAMESPACE = "search"

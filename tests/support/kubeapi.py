@@ -302,11 +302,12 @@ class FakeKubeApi:
             epoch, cursor = self._epoch, self._first_after(since)
         while True:
             with self._cond:
+
+                def changed(seen: int = cursor) -> bool:
+                    return len(self._history) > seen or self._epoch != epoch or self._closed
+
                 self._cond.wait_for(
-                    lambda seen=cursor: (
-                        len(self._history) > seen or self._epoch != epoch or self._closed
-                    ),
-                    timeout=max(0.0, min(0.1, deadline - time.monotonic())),
+                    changed, timeout=max(0.0, min(0.1, deadline - time.monotonic()))
                 )
                 if self._epoch != epoch or self._closed:
                     yield None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,8 +11,7 @@ from simsearch.common.imaging import decode_image
 from simsearch.models.device import resolve_placement
 from simsearch.models.engine import Engine, preprocess
 from simsearch.models.registry import get_spec, load_model
-
-SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "flowers"
+from tests.support.paths import SAMPLES
 
 
 def sample_rows() -> list[dict[str, str]]:

@@ -115,4 +115,4 @@ class TcpProxy:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

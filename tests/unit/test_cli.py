@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from simsearch.cli import build_parser, runner
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import ROOT, SERVICES
 
 
 @pytest.mark.parametrize("role", ["router", "shard"])
@@ -69,7 +67,7 @@ def test_building_the_parser_imports_no_role_code() -> None:
         "          or m in ('simsearch.indexer.commands', 'simsearch.local.commands')]\n"
         "print(sorted(loaded))\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "services"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SERVICES), str(ROOT)])}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )

@@ -16,13 +16,12 @@ import pytest
 from pydantic import Field
 
 from simsearch.common.settings import ServiceSettings
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.paths import SCRIPTS
 
 
 def generator() -> ModuleType:
     """The script as a module (scripts/ is not a package)."""
-    path = ROOT / "scripts" / "gen_config_docs.py"
+    path = SCRIPTS / "gen_config_docs.py"
     spec = importlib.util.spec_from_file_location("gen_config_docs", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "services" / "simsearch"
+from tests.support.paths import PACKAGE
+
 SERVICES = frozenset({"router", "shard", "embedder", "indexer", "local"})
 SHARED = frozenset({"common", "models"})
 # Top-level modules that may import any service (the CLI is where roles are wired).

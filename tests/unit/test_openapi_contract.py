@@ -21,7 +21,7 @@ from simsearch.router.app import create_app as router_app
 from simsearch.router.settings import RouterSettings
 from simsearch.shard.app import create_app as shard_app
 from simsearch.shard.settings import ShardSettings
-from tests.unit.test_http_edge import call, make_app
+from tests.unit.common.test_http_edge import call, make_app
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 # health answers keep their own body when unhealthy / not ready (a status, not an error)

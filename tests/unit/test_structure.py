@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-SERVICES = Path(__file__).resolve().parents[2] / "services"
+from tests.support.paths import SERVICES
+
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
 

@@ -1,0 +1,97 @@
+"""The router's module cut (issue #13), checked on the source so it cannot drift back.
+
+`schemas` holds only pydantic models and imports nothing of the router (every module may
+use them); the router's modules import each other without a loop, lazy imports counted
+(`router/kube.py` and the old `router/discovery.py` were one); routes stay thin files.
+Parsed with `ast`: nothing is imported, so the Kubernetes client is not needed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.support.paths import PACKAGE
+from tests.unit.test_imports import module_name, targets
+
+ROUTER = PACKAGE / "router"
+
+
+def _imports(path: Path) -> set[str]:
+    """The `simsearch.router.*` modules `path` imports, at any depth of the file."""
+    module = module_name(path)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            bases = targets(node, module, path.name == "__init__.py")
+            found.update(bases)
+            if isinstance(node, ast.ImportFrom):  # `from simsearch.router import status`
+                found.update(f"{base}.{alias.name}" for base in bases for alias in node.names)
+    return {name for name in found if name.startswith("simsearch.router.")}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in ROUTER.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        graph[name] = {t for t in _imports(path) if t in modules}  # modules, not names
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import loop as a path (a, b, ..., a), or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_router_modules_import_each_other_without_a_loop() -> None:
+    graph = _graph()
+    assert "simsearch.router.source" in graph["simsearch.router.kube"]
+    assert "simsearch.router.api.routes.admin" in graph["simsearch.router.app"]
+    assert "simsearch.router.status" in graph["simsearch.router.app"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_loop_finder_finds_a_loop() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_schemas_hold_only_models_and_import_nothing_of_the_router() -> None:
+    path = ROUTER / "schemas.py"
+    assert _imports(path) == set()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert functions == [], f"logic belongs in router/query.py: {functions}"
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+            assert bases & {"BaseModel", "_Answer", "SearchResponse"}, node.name
+
+
+def test_routes_are_thin() -> None:
+    """Each route function fits on a screen; the rules live in the service and beside it."""
+    for path in (ROUTER / "api" / "routes").glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.AsyncFunctionDef) and node.decorator_list:
+                length = (node.end_lineno or node.lineno) - node.lineno + 1
+                assert length <= 25, f"{path.name}: {node.name} is {length} lines"
