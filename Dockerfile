@@ -40,7 +40,7 @@ ENTRYPOINT ["simsearch"]
 
 # ---- router and shard: each only its own extra, no torch ----
 # The CLI imports a role's code only when that role runs (cli.py), so the router image has
-# no faiss or h5py (tests/integration/test_router_venv.py starts `serve router` in a venv
+# no faiss or h5py (tests/integration/router/test_venv.py starts `serve router` in a venv
 # with only this extra).
 FROM runtime AS router-deps
 RUN --mount=type=bind,from=builder,source=/dist,target=/dist \

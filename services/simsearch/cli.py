@@ -10,7 +10,7 @@ Every command parses flags → loads typed settings (exit 2 with a clear message
 Only the parser is built for every command: each command names its runner as
 `module:function` (`handler`) and that module, with its role's dependencies (faiss,
 h5py, torch), is imported only when the command runs, so an image with one role's extra
-(`pip install simsearch[router]`) runs that role (`tests/integration/test_router_venv.py`).
+(`pip install simsearch[router]`) runs that role (`tests/integration/router/test_venv.py`).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Any other domain failure (the object store unreachable mid-build, a corrupt index
     file, ...) exits 1 with its reason on one line, which already names the endpoint and
     the object: a Python traceback there read like a bug in simsearch, and buried the one
-    line an operator needs (found by the fault matrix, tests/integration/test_faults.py).
+    line an operator needs (found by the fault matrix, tests/integration/cluster/test_faults.py).
     """
     args = build_parser().parse_args(argv)
     try:

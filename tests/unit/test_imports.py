@@ -124,8 +124,8 @@ def test_the_check_sees_each_kind_of_import(
 
 
 def test_the_router_and_shard_code_paths_import_no_torch() -> None:
-    """The router and shard images have no torch: the CLI, both apps and the `index`
-    commands (which the CLI's parser loads) reach `simsearch.models` only lazily."""
+    """The router and shard images have no torch: the CLI with its whole parser, both apps
+    and both Kubernetes adapters reach `simsearch.models` only lazily."""
     code = (
         "import sys\n"
         "import simsearch.cli, simsearch.router.app, simsearch.shard.app\n"

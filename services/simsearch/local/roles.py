@@ -1,7 +1,7 @@
 """How each role is started: its `simsearch` arguments and its SIMSEARCH_* environment.
 
 `simsearch up` starts its processes from these functions, and the Helm chart starts the
-same commands with the same variables (`tests/unit/test_chart_roles.py` renders the chart
+same commands with the same variables (`tests/unit/deploy/test_chart_roles.py` renders the chart
 and compares), so what the local tests prove is what the cluster runs. The only
 differences are where a role learns about the others: locally from files the `up`/`scale`
 commands write (`file` topology and discovery), in Kubernetes from the API (`kubernetes`);
@@ -10,7 +10,7 @@ those pairs are listed in `CLUSTER_EQUIVALENTS`.
 The environments are written as setting names (`_env(shard_ordinal=…)`), the fields of
 each role's settings class, turned into variables by `common.settings.env_name`: local
 mode may not import the roles' classes (services never import each other), so
-`tests/unit/test_local_roles.py` checks every name against the class and builds the
+`tests/unit/local/test_roles.py` checks every name against the class and builds the
 class from the environment, as the role does at start.
 """
 

@@ -13,7 +13,7 @@ return and then go out together, so the batch size follows the load by itself (t
 the "opportunistic" batching of the embedder's micro-batcher, without its decode step).
 
 Waiting is not free, so two things are settled when a batch is *sent*, not when its
-first query arrived (the fault matrix, tests/integration/test_faults.py, found both
+first query arrived (the fault matrix, tests/integration/cluster/test_faults.py, found both
 with a frozen shard: a batch in flight stalls for the first-try share of the deadline,
 and everything queued behind it inherited its shards and a deadline from before the stall):
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from simsearch.common.errors import ConfigError
-from simsearch.common.settings import MAX_CANDIDATES, load_settings
+from simsearch.common.limits import MAX_CANDIDATES
+from simsearch.common.settings import load_settings
 from simsearch.router.settings import RouterSettings
 from simsearch.shard.settings import ShardSettings
 
