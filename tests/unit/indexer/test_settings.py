@@ -11,7 +11,8 @@ from simsearch.common.errors import ConfigError
 from simsearch.embedder.settings import EmbedderSettings
 from simsearch.indexer.build import BuildOptions
 from simsearch.indexer.commands import settings_of
-from simsearch.indexer.settings import DEFAULT_MODEL, DEFAULT_PARTITIONS, IndexerSettings
+from simsearch.indexer.settings import DEFAULT_PARTITIONS, IndexerSettings
+from simsearch.models import DEFAULT_MODEL
 
 
 @pytest.fixture(autouse=True)
