@@ -27,6 +27,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from threadpoolctl import threadpool_limits
 
 import simsearch
 from simsearch.common.http import (
@@ -60,6 +61,7 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 def create_app(settings: RouterSettings) -> FastAPI:
     """The router app: its shared HTTP session lives as long as the app's lifespan."""
+    threadpool_limits(limits=settings.blas_threads, user_api="blas")  # see the setting
     prometheus = CollectorRegistry()  # per app: several apps in one process never collide
     http_metrics = HttpMetrics("router", prometheus)
     metrics = RouterMetrics(prometheus)

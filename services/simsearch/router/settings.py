@@ -141,6 +141,14 @@ class RouterSettings(KeySettings):
         "(~25 B a number); pydantic-core parses ~0.6 GB/s, so 4 MB holds the loop ~7 ms.",
     )
     max_connections: int = Field(256, ge=1, le=100_000, description="HTTP pool size (all hosts).")
+    blas_threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Threads numpy's BLAS may use. The router's vector work is one small "
+        "query at a time on the event loop: a second BLAS thread only adds a hand-off per "
+        "call and takes a core from the shards (measured: ~10 % of QPS at concurrency 8).",
+    )
     keepalive_expiry_s: float = Field(
         4.0,
         ge=0,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from simsearch.common.errors import UpstreamFailure
 from simsearch.common.settings import load_settings
@@ -298,3 +299,16 @@ def test_reload_all_asks_every_shard_at_once_then_refreshes_the_registry() -> No
             assert info is not None and info.versions[0].live  # OLD live again
 
     asyncio.run(go())
+
+
+def test_the_app_limits_numpy_blas_to_the_setting() -> None:
+    """Two BLAS threads made the router's tiny per-query vector work ~10 % dearer at
+    concurrency 8 (docs/benchmarks.md §10): the app applies `SIMSEARCH_BLAS_THREADS`."""
+    original = {i["user_api"]: i["num_threads"] for i in threadpool_info()}
+    try:
+        threadpool_limits(limits=2, user_api="blas")
+        create_app(load_settings(RouterSettings, shards="http://127.0.0.1:1", blas_threads=1))
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and set(blas) == {1}
+    finally:
+        threadpool_limits(limits=original.get("blas"), user_api="blas")
