@@ -37,12 +37,14 @@ from typing import Literal
 from urllib.parse import quote, unquote
 
 from simsearch.common.errors import ConfigError, Forbidden, InvalidParameter
-from simsearch.common.storage import check_key as _check_key
-from simsearch.common.storage import normalize_prefix as _normalize_prefix
-from simsearch.common.storage import parse_file_uri as _parse_file
-from simsearch.common.storage import parse_s3_uri as _parse_s3
-from simsearch.common.storage import split_object_uri
-from simsearch.common.storage import uri_scheme as _scheme
+from simsearch.common.storage import (
+    check_key,
+    normalize_prefix,
+    parse_file_uri,
+    parse_s3_uri,
+    split_object_uri,
+    uri_scheme,
+)
 
 __all__ = ["AllowedRoots", "Root", "Target", "has_dot_dot", "parse_root", "parse_roots"]
 
@@ -77,7 +79,7 @@ class Root:
 
     def uri_for(self, key: str) -> str:
         """The full URI of a key relative to this root (how bare keys become references)."""
-        _check_key(key)
+        check_key(key)
         if self.scheme == "s3":
             return f"{self.uri}/{key}"
         return f"{self.uri.rstrip('/')}/{quote(key)}"
@@ -108,14 +110,14 @@ def parse_root(uri: str, *, relative_ok: bool = False) -> Root:
         raise ConfigError("a root must be a non-empty URI")
     if "\x00" in text or has_dot_dot(text):
         raise ConfigError(f"root {uri!r} must not contain '..' segments or NUL bytes")
-    scheme = _scheme(text)
+    scheme = uri_scheme(text)
     if scheme == "s3":
-        bucket, rest = _parse_s3(text, ConfigError)
-        prefix = _normalize_prefix(rest, text)
+        bucket, rest = parse_s3_uri(text, ConfigError)
+        prefix = normalize_prefix(rest, text)
         canonical = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
         return Root(canonical, "s3", bucket=bucket, prefix=prefix)
     if scheme == "file":
-        return _file_root(_parse_file(text, ConfigError))
+        return _file_root(parse_file_uri(text, ConfigError))
     if scheme is None:
         if not os.path.isabs(text) and not relative_ok:
             raise ConfigError(f"root {uri!r} must be an s3:// or file:// URI or an absolute path")
@@ -144,7 +146,7 @@ class AllowedRoots:
     def locate(self, ref: str) -> Target:
         """The store and key of an `s3://` or `file://` reference under an allowed root."""
         self._refuse_dot_dot(ref)
-        scheme = _scheme(ref)
+        scheme = uri_scheme(ref)
         if scheme == "s3":
             return self._locate_s3(ref)
         if scheme == "file":
@@ -179,7 +181,7 @@ class AllowedRoots:
         raise self._outside(ref)
 
     def _locate_file(self, ref: str) -> Target:
-        resolved = os.path.realpath(_parse_file(ref, InvalidParameter))
+        resolved = os.path.realpath(parse_file_uri(ref, InvalidParameter))
         for root in self.roots:
             if root.scheme != "file":
                 continue

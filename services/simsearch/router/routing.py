@@ -25,10 +25,6 @@ until the last shard polls (`POST /admin/reload` makes that immediate).
 Partition assignment: `assign` (over `placement.assign_partitions`) gives every partition
 to exactly one shard that has it ready, balanced, so a partition ready on two shards during
 a rebalance (or with replication) is searched once and no hit is returned twice.
-
-(This module was `router/planner.py` with `plan`/`QueryPlan`; "plan" also named the
-index plan of the indexer and the shard's validated search, so the router's part is now
-named for what it computes: an assignment of partitions to shards.)
 """
 
 from __future__ import annotations
