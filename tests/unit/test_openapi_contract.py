@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from simsearch.common import api
 from simsearch.common.apidoc import IMAGE_MEDIA_TYPES, ErrorBody
 from simsearch.common.settings import load_settings
 from simsearch.embedder.app import create_app as embedder_app
@@ -114,3 +115,15 @@ def test_a_validation_error_body_is_an_error_body() -> None:
     response = call(make_app(), "GET", "/items/notanumber")
     assert response.status_code == 422
     assert ErrorBody.model_validate(response.json()).error == "validation_error"
+
+
+def test_the_shared_bodies_keep_their_names_in_the_router_document(tmp_path: Any) -> None:
+    """The public bodies moved from `router/schemas.py` to `common/api.py` (shared with the
+    client): their component names and titles are the class names, not module paths."""
+    schemas = apps(tmp_path)["router"].openapi()["components"]["schemas"]
+    shared = [name for name in api.__all__ if name in schemas]
+    assert {"SearchResponse", "BatchSearchResponse", "StatsResponse", "ReloadResponse"} <= set(
+        shared
+    )
+    for name in shared:
+        assert schemas[name]["title"] == name

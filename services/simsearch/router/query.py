@@ -2,7 +2,7 @@
 
 Pure code, unit-tested without a server: the checks raise the domain's `BadInput` errors
 (400 with the reason) before any shard is asked; `to_hits` and `answer_fields` turn a
-merged `FanoutResult` into the fields of the response models (`router/schemas.py`).
+merged `FanoutResult` into the fields of the response models (`common/api.py`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from simsearch.common.api import SearchHit
 from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
 from simsearch.router.fanout import FanoutResult, Hit
-from simsearch.router.schemas import SearchHit
 
 __all__ = ["answer_fields", "check_k", "prepare_queries", "to_hits"]
 

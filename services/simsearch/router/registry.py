@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from pydantic import ValidationError
 
+from simsearch.common.api import ShardReloadResult
 from simsearch.common.errors import UpstreamFailure
 from simsearch.common.wire import ShardInfo, ShardReload
 from simsearch.router.routing import ShardView
-from simsearch.router.schemas import ShardReloadResult
 from simsearch.router.source import ShardSource
 from simsearch.router.transport import Upstream
 

@@ -20,17 +20,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from simsearch.common.wire import ShardVersionInfo
-from simsearch.router.embedder_watch import EmbedderState
-from simsearch.router.registry import ShardState, views
-from simsearch.router.routing import VersionChoice, choose_version, versions
-from simsearch.router.schemas import (
+from simsearch.common.api import (
     HealthResponse,
     ShardCounts,
     ShardStatus,
     StatsResponse,
     VersionStatus,
 )
+from simsearch.common.wire import ShardVersionInfo
+from simsearch.router.embedder_watch import EmbedderState
+from simsearch.router.registry import ShardState, views
+from simsearch.router.routing import VersionChoice, choose_version, versions
 
 __all__ = ["health", "readiness", "stats"]
 

@@ -1,7 +1,7 @@
 """The router's module cut (issue #13), checked on the source so it cannot drift back.
 
-`schemas` holds only pydantic models and imports nothing of the router (every module may
-use them); the router's modules import each other without a loop, lazy imports counted
+The public bodies live in `common/api.py` (shared with the client): pydantic models only,
+importing nothing but pydantic and typing; the router's modules import each other without a loop, lazy imports counted
 (`router/kube.py` and the old `router/discovery.py` were one); routes stay thin files.
 Parsed with `ast`: nothing is imported, so the Kubernetes client is not needed.
 """
@@ -75,10 +75,18 @@ def test_the_loop_finder_finds_a_loop() -> None:
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_schemas_hold_only_models_and_import_nothing_of_the_router() -> None:
-    path = ROUTER / "schemas.py"
-    assert _imports(path) == set()
+def test_the_public_bodies_are_models_only_and_import_no_simsearch_module() -> None:
+    """`common/api.py` is the contract the router and the client share: no logic (that is
+    `router/query.py`), and nothing of simsearch, so the client gets no service code."""
+    path = PACKAGE / "common" / "api.py"
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    imported = {
+        name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for name in targets(node, module_name(path), False)
+    }
+    assert {name.split(".")[0] for name in imported} <= {"__future__", "typing", "pydantic"}
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert functions == [], f"logic belongs in router/query.py: {functions}"
     for node in tree.body:

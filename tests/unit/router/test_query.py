@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from simsearch.common.api import VectorQuery
 from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
 from simsearch.router.fanout import FanoutResult, Hit
 from simsearch.router.query import answer_fields, check_k, prepare_queries, to_hits
-from simsearch.router.schemas import VectorQuery
 
 
 def test_queries_are_scaled_to_unit_length() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from simsearch.common.api import ReloadResponse
 from simsearch.common.apidoc import error_responses
 from simsearch.router.api.deps import AdminKey, ServiceDep
 from simsearch.router.api.params import ReloadTimeout
-from simsearch.router.schemas import ReloadResponse
 
 __all__ = ["router"]
 

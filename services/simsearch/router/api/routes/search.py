@@ -16,12 +16,12 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.types import Scope
 
+from simsearch.common.api import BatchSearchResponse, SearchResponse, VectorQuery
 from simsearch.common.apidoc import binary_part, error_responses, multipart_body
 from simsearch.common.http import JsonHandler, read_file_parts
 from simsearch.router.api.deps import ImageSearchGuard, ServiceDep, VectorGuard
 from simsearch.router.api.params import IdPath, KQuery, NprobeQuery, RefineQuery, StrictQuery
 from simsearch.router.query import answer_fields, to_hits
-from simsearch.router.schemas import BatchSearchResponse, SearchResponse, VectorQuery
 from simsearch.router.service import Knobs, RouterService, Searched
 
 __all__ = ["fast_vector_route", "router", "vector_answer"]

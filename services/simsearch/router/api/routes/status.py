@@ -7,9 +7,9 @@ import time
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from simsearch.common.api import HealthResponse, StatsResponse
 from simsearch.router import status
 from simsearch.router.api.deps import ServiceDep
-from simsearch.router.schemas import HealthResponse, StatsResponse
 
 __all__ = ["router"]
 

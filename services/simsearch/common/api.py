@@ -1,10 +1,12 @@
-"""The public API's request and response bodies: pydantic models only.
+"""The public API's request and response bodies, shared by the router and the client.
 
-The checks a query must pass and the shaping of an answer are in `router/query.py`. The
-response keeps the old single-process service's shape,
+Pydantic models only: the router answers with them and `simsearch.client` parses its
+answers into them, so a change here is a change to the public contract on both sides at
+once. The checks a query must pass and the shaping of an answer stay in the router
+(`router/query.py`). The response keeps the old single-process service's shape,
 `{"status": "success", "results": [{"path", "similarity_score", "rank"}]}`, and adds what
 a sharded answer must say about itself: `coverage`, `partial`, `index_version`, `took_ms`.
-Nothing here imports the rest of the router, so every module may use these models.
+Nothing here imports a service (only pydantic), so the client installs without them.
 """
 
 from __future__ import annotations
