@@ -4,7 +4,10 @@
 (`common`, `models`) and never each other, and the shared packages import no service, so
 each image carries only its own service's code and dependencies (no torch in the router,
 no Kubernetes watch code that only one side can find). Only `cli.py` wires services
-together. Every module is parsed with `ast` (nothing is imported, so torch and the
+together. The client (`client`) is a library: checked like a service, and stricter — it
+imports only `common` (and, of third-party code, httpx and pydantic), so it installs
+without torch or FAISS; services may use it (the CLI's `search`, the load generator), the
+shared packages may not. Every module is parsed with `ast` (nothing is imported, so torch and the
 Kubernetes client are not needed); imports inside functions and under `TYPE_CHECKING`
 count like any other: a lazy import still ties the packages together.
 """
@@ -23,6 +26,10 @@ from tests.support.paths import PACKAGE
 
 SERVICES = frozenset({"router", "shard", "embedder", "indexer", "local"})
 SHARED = frozenset({"common", "models"})
+LIBRARIES = frozenset({"client"})
+# What a library may import: of simsearch, `common` only; of the rest, these and stdlib.
+LIBRARY_SIMSEARCH = frozenset({"common", "__version__"})
+LIBRARY_THIRD_PARTY = frozenset({"httpx", "pydantic", "simsearch"})
 # Top-level modules that may import any service (the CLI is where roles are wired).
 WIRING = frozenset({"cli"})
 
@@ -52,6 +59,17 @@ def targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) ->
     return [f"{base}.{alias.name}" for alias in node.names]
 
 
+def forbidden(own: str, other: str | None) -> bool:
+    """Whether package `own` may not import package `other` (None: not simsearch)."""
+    if other is None or other == own:
+        return False
+    if own in LIBRARIES:
+        return other not in LIBRARY_SIMSEARCH
+    if own in SHARED:
+        return other in SERVICES | LIBRARIES
+    return other in SERVICES
+
+
 def violations(path: Path, root: Path = PACKAGE) -> list[str]:
     """What `path` imports that the package rule forbids, one line per import."""
     module = module_name(path, root)
@@ -65,7 +83,7 @@ def violations(path: Path, root: Path = PACKAGE) -> list[str]:
             continue
         for target in targets(node, module, path.name == "__init__.py"):
             other = package_of(target)
-            if other in SERVICES and other != own:
+            if forbidden(own, other):
                 found.append(f"{module} (line {node.lineno}) imports {target}: {own} may not")
     return found
 
@@ -77,7 +95,8 @@ def modules() -> list[Path]:
 def test_every_package_is_classified() -> None:
     """A new top-level package must be put in SERVICES or SHARED, not slip past the rule."""
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert packages == SERVICES | SHARED, f"unclassified: {sorted(packages ^ (SERVICES | SHARED))}"
+    known = SERVICES | SHARED | LIBRARIES
+    assert packages == known, f"unclassified: {sorted(packages ^ known)}"
     assert {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"} == WIRING
 
 
@@ -106,6 +125,11 @@ def test_no_service_package_imports_another() -> None:
         ("from simsearch.common.kube import Reflector\n", "router/x.py", None),
         ("from simsearch.models.engine import Engine\n", "indexer/x.py", None),
         ("from .discovery import ShardRegistry\n", "router/x.py", None),
+        ("from simsearch.client import Client\n", "local/x.py", None),
+        ("from simsearch.router.app import create_app\n", "client/x.py", "simsearch.router.app"),
+        ("from simsearch.models import DEFAULT_MODEL\n", "client/x.py", "simsearch.models"),
+        ("from simsearch.client import Client\n", "common/x.py", "simsearch.client"),
+        ("from simsearch.common.api import SearchResponse\n", "client/x.py", None),
     ],
 )
 def test_the_check_sees_each_kind_of_import(
@@ -135,6 +159,46 @@ def test_the_router_and_shard_code_paths_import_no_torch() -> None:
         "print(sorted(heavy))\n"
     )
     paths = [str(PACKAGE.parent), str(PACKAGE.parents[1])]  # services/, the repository
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def third_party(path: Path) -> set[str]:
+    """The top-level modules outside the standard library that `path` imports."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found - set(sys.stdlib_module_names)
+
+
+def test_the_client_imports_only_httpx_pydantic_and_common() -> None:
+    paths = sorted((PACKAGE / "client").rglob("*.py"))
+    assert len(paths) >= 5
+    extra = {str(p.relative_to(PACKAGE)): third_party(p) - LIBRARY_THIRD_PARTY for p in paths}
+    assert not any(extra.values()), extra
+
+
+def test_importing_the_client_loads_no_service_and_no_heavy_module() -> None:
+    """What `pip install simsearch` users get from `import simsearch.client`: no torch,
+    FAISS, h5py or numpy, and no service package (the router's code stays on the server)."""
+    code = (
+        "import sys\n"
+        "import simsearch.client\n"
+        "heavy = {'torch', 'faiss', 'h5py', 'numpy'}\n"
+        "roles = ('router', 'shard', 'embedder', 'indexer', 'local', 'models')\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in heavy\n"
+        "       or (m.startswith('simsearch.') and m.split('.')[1] in roles)]\n"
+        "print(sorted(bad))\n"
+    )
+    paths = [str(PACKAGE.parent), str(PACKAGE.parents[1])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120

@@ -1,8 +1,9 @@
 """The router's module cut (issue #13), checked on the source so it cannot drift back.
 
 The public bodies live in `common/api.py` (shared with the client): pydantic models only,
-importing nothing but pydantic and typing; the router's modules import each other without a loop, lazy imports counted
-(`router/kube.py` and the old `router/discovery.py` were one); routes stay thin files.
+importing nothing but pydantic and typing. The router's modules import each other without
+a loop, lazy imports counted (`router/kube.py` and the old `router/discovery.py` were
+one); routes stay thin files.
 Parsed with `ast`: nothing is imported, so the Kubernetes client is not needed.
 """
 

@@ -1,0 +1,302 @@
+"""Each public route as a `Call`: the request to build and how to read its answer.
+
+Both clients (`sync.Client`, `aio.AsyncClient`) turn a method into a `Call` here, send it
+with their own transport, and hand the answer back here to be checked and parsed, so the
+two cannot disagree on a path, a parameter or a model: only sending and sleeping differ.
+`ROUTES` names the client method of every public route; a test checks it against the
+router's OpenAPI document, so a new route without a client method fails.
+
+Search parameters travel in `Knobs`, one value for every search method, so a parameter
+every search takes (a collection, a filter) is added in one place.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Generic, Protocol, TypeVar
+
+import httpx
+import pydantic
+
+from simsearch import __version__
+from simsearch.client.errors import UnexpectedResponse, error_from_response
+from simsearch.client.options import Timeouts
+from simsearch.common.api import (
+    BatchSearchResponse,
+    HealthResponse,
+    ReloadResponse,
+    SearchResponse,
+    StatsResponse,
+    VectorQuery,
+)
+from simsearch.common.apidoc import ReadyBody
+
+__all__ = [
+    "ROUTES",
+    "Call",
+    "ImageInput",
+    "Knobs",
+    "MatrixLike",
+    "VectorLike",
+    "answer",
+    "build",
+    "checked",
+    "redirect_location",
+]
+
+T = TypeVar("T")
+
+# client method -> (HTTP method, path) of the router's public route it calls
+ROUTES: dict[str, tuple[str, str]] = {
+    "health": ("GET", "/health"),
+    "live": ("GET", "/health/live"),
+    "ready": ("GET", "/health/ready"),
+    "stats": ("GET", "/stats"),
+    "metrics": ("GET", "/metrics"),
+    "search_vector": ("POST", "/search/vector"),
+    "search_image": ("POST", "/search/image"),
+    "search_similar": ("GET", "/search/similar/{id}"),
+    "image": ("GET", "/images/{id}"),
+    "reload": ("POST", "/admin/reload"),
+}
+USER_AGENT = f"simsearch-client/{__version__}"
+# added to the read timeout and the deadline of a call the server may hold on purpose
+_SERVER_WAIT_SLACK_S = 10.0
+
+
+class _ToList(Protocol):
+    def tolist(self) -> Any: ...
+
+
+VectorLike = Sequence[float] | _ToList  # a list, a tuple, a 1-d numpy array
+MatrixLike = Sequence[Sequence[float]] | _ToList  # rows of those, a 2-d numpy array
+ImageInput = bytes | str | os.PathLike[str] | IO[bytes]  # bytes, a path, an open file
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """What every search takes besides its query: results per query and the index knobs.
+
+    None leaves the router's default (`SIMSEARCH_DEFAULT_K`, the index's nprobe/refine);
+    `strict` turns a partial answer into a 503 (`Unavailable`, code `partial_answer`).
+    """
+
+    k: int | None = None
+    nprobe: int | None = None
+    refine: int | None = None
+    strict: bool = False
+
+    def params(self) -> dict[str, str]:
+        """Query-string parameters (image and similar searches)."""
+        named = {"k": self.k, "nprobe": self.nprobe, "refine": self.refine}
+        params = {name: str(value) for name, value in named.items() if value is not None}
+        return {**params, **self.strict_param()}
+
+    def strict_param(self) -> dict[str, str]:
+        """Sent only when set: `/search/vector` without a query string takes the fast path."""
+        return {"strict": "true"} if self.strict else {}
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One route call, ready to send as many times as the retry policy allows."""
+
+    method: str
+    url: str  # a path under the base URL, or an absolute URL (a presigned redirect)
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    files: dict[str, tuple[str, bytes, str]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    ok: frozenset[int] = frozenset({200})
+    keyed: bool = True  # send the API key (never to a presigned object-store URL)
+    server_wait_s: float = 0.0  # the server may hold the answer this long (reload)
+
+    def timeouts(self, base: Timeouts) -> Timeouts:
+        """`base`, stretched so that a server that waits on purpose is not cut off."""
+        if self.server_wait_s <= 0:
+            return base
+        wait = self.server_wait_s + _SERVER_WAIT_SLACK_S
+        return Timeouts(base.connect_s, max(base.read_s, wait), max(base.deadline_s, wait))
+
+
+def _json(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]:
+    def parse(response: httpx.Response) -> Any:
+        try:
+            return model.model_validate_json(response.content)
+        except pydantic.ValidationError as exc:
+            raise UnexpectedResponse(
+                f"{response.status_code} from {response.request.url.path} is not a "
+                f"{model.__name__}: {exc.errors(include_url=False)[:3]}"
+            ) from None
+
+    return parse
+
+
+def _nothing(response: httpx.Response) -> None:
+    return None
+
+
+def _path(name: str, **values: object) -> str:
+    return ROUTES[name][1].format(**values)
+
+
+def _call(name: str, parse: Callable[[httpx.Response], T], **kwargs: Any) -> Call[T]:
+    return Call(ROUTES[name][0], _path(name), parse, **kwargs)
+
+
+def health() -> Call[HealthResponse]:
+    """`/health` answers 503 with its own body when unhealthy: an answer, not an error."""
+    return _call("health", _json(HealthResponse), ok=frozenset({200, 503}))
+
+
+def ready() -> Call[ReadyBody]:
+    return _call("ready", _json(ReadyBody), ok=frozenset({200, 503}))
+
+
+def live() -> Call[bool]:
+    return _call("live", lambda response: True)
+
+
+def stats() -> Call[StatsResponse]:
+    return _call("stats", _json(StatsResponse))
+
+
+def metrics() -> Call[str]:
+    return _call("metrics", lambda response: response.text)
+
+
+def search_vector(
+    vector: VectorLike | None, vectors: MatrixLike | None, knobs: Knobs
+) -> Call[SearchResponse] | Call[BatchSearchResponse]:
+    """The body is checked by the server's own model before it is sent (a pydantic
+    `ValidationError`, a `ValueError`, for neither or both of `vector`/`vectors`)."""
+    query = VectorQuery(
+        vector=None if vector is None else _floats(vector),
+        vectors=None if vectors is None else [_floats(row) for row in _rows(vectors)],
+        k=knobs.k,
+        nprobe=knobs.nprobe,
+        refine=knobs.refine,
+    )
+    model = SearchResponse if vectors is None else BatchSearchResponse
+    return _call(
+        "search_vector",
+        _json(model),
+        params=knobs.strict_param(),
+        content=query.model_dump_json(exclude_none=True).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def search_image(image: ImageInput, filename: str | None, knobs: Knobs) -> Call[SearchResponse]:
+    """Read once here, so every retry sends the same bytes (images are small)."""
+    name, data = _image_bytes(image, filename)
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return _call(
+        "search_image",
+        _json(SearchResponse),
+        params=knobs.params(),
+        files={"file": (name, data, kind)},
+    )
+
+
+def search_similar(id: int, knobs: Knobs) -> Call[SearchResponse]:
+    return Call("GET", _path("search_similar", id=int(id)), _json(SearchResponse), knobs.params())
+
+
+def image(id: int) -> Call[None]:
+    """The body is streamed by the client; a 307 is followed with `redirected`."""
+    return Call("GET", _path("image", id=int(id)), _nothing, ok=frozenset({200, 307}))
+
+
+def redirected(location: str) -> Call[None]:
+    """The presigned object-store URL a 307 named: fetched without the API key."""
+    return Call("GET", location, _nothing, keyed=False)
+
+
+def reload(timeout_s: float) -> Call[ReloadResponse]:
+    """The router waits up to `timeout_s` for the shards: the call's timeouts allow it."""
+    return _call(
+        "reload",
+        _json(ReloadResponse),
+        params={"timeout_s": f"{timeout_s:g}"},
+        server_wait_s=timeout_s,
+    )
+
+
+def build(
+    http: httpx.Client | httpx.AsyncClient,
+    call: Call[Any],
+    api_key: str | None,
+    request_id: str | None,
+    timeout: httpx.Timeout,
+) -> httpx.Request:
+    """The request of one attempt (the same for sync and async clients)."""
+    headers = {"User-Agent": USER_AGENT, **call.headers}
+    if api_key is not None and call.keyed:
+        headers["X-API-Key"] = api_key
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    return http.build_request(
+        call.method,
+        call.url,
+        params=call.params or None,
+        content=call.content,
+        files=call.files,
+        headers=headers,
+        timeout=timeout,
+    )
+
+
+def checked(call: Call[Any], response: httpx.Response) -> httpx.Response:
+    """`response` if its status is one the call accepts; else the typed error (body read)."""
+    if response.status_code in call.ok:
+        return response
+    raise error_from_response(response)
+
+
+def answer(call: Call[T], response: httpx.Response) -> T:
+    """The parsed answer. A non-200 the call accepts (a 503 health body) that does not
+    parse is the error its status says, not an `UnexpectedResponse`."""
+    try:
+        return call.parse(response)
+    except UnexpectedResponse:
+        if response.status_code != 200:
+            raise error_from_response(response) from None
+        raise
+
+
+def redirect_location(response: httpx.Response) -> str | None:
+    """Where a 307 sends the download (absolute), or None for the bytes themselves."""
+    if response.status_code != 307:
+        return None
+    location = response.headers.get("location")
+    if not location:
+        raise UnexpectedResponse("a 307 without a Location header")
+    return str(response.request.url.join(location))
+
+
+def _floats(values: Any) -> list[float]:
+    """Plain floats from a sequence or a numpy row (numpy scalars are not JSON)."""
+    items = values.tolist() if hasattr(values, "tolist") else values
+    return [float(v) for v in items]
+
+
+def _rows(values: MatrixLike) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _image_bytes(image: ImageInput, filename: str | None) -> tuple[str, bytes]:
+    """(filename, bytes) of the query image from bytes, a path or an open binary file."""
+    if isinstance(image, bytes | bytearray):
+        return filename or "image", bytes(image)
+    if isinstance(image, str | os.PathLike):
+        path = Path(image)
+        return filename or path.name, path.read_bytes()
+    data = image.read()
+    name = filename or Path(str(getattr(image, "name", "image"))).name
+    return name, data
