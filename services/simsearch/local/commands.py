@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from simsearch.client import ApiError, Client, ClientError
 from simsearch.common.errors import ConfigError
 from simsearch.common.layout import IndexLayout
 from simsearch.common.settings import ServiceSettings, load_settings
@@ -316,12 +317,20 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    with args.image.open("rb") as handle:
-        response = httpx.post(
-            f"{args.url}/search/image",
-            params={"k": args.k},
-            files={"file": (args.image.name, handle)},
-            timeout=60,
-        )
-    print(json.dumps(response.json(), indent=2))
-    return 0 if response.status_code == 200 else 1
+    """`simsearch search IMAGE`: the answer as JSON, or the router's error body (exit 1).
+
+    Through `simsearch.client`, so a busy or restarting router (503, 429) is retried
+    like any client would, and the error printed is the router's own body.
+    """
+    try:
+        with Client(args.url) as client:
+            answer = client.search_image(args.image, k=args.k)
+    except ApiError as err:
+        body = {"status": "error", "error": err.code, "detail": err.detail}
+        print(json.dumps({**body, "request_id": err.request_id}, indent=2))
+        return 1
+    except ClientError as err:
+        print(f"simsearch search {args.url}: {err}", file=sys.stderr)
+        return 1
+    print(answer.model_dump_json(indent=2))
+    return 0

@@ -11,20 +11,25 @@ samples into the figures the acceptance asks for.
 The load is open-loop: request i is due at `i / rate` seconds, whatever the previous
 ones did, so a slow cluster shows as latency and lateness, not as a quietly lower rate.
 At most `concurrency` requests are in flight; the achieved rate is reported.
+
+The queries go through `simsearch.client.AsyncClient` with retries off
+(`RetryPolicy(attempts=1)`): the load must see every failure, not the client's recovery
+from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import aiohttp
+import httpx
 import numpy as np
+
+from simsearch.client import ApiError, AsyncClient, ClientError, RetryPolicy, Timeouts
 
 __all__ = ["LoadSummary", "QueryLoad", "Sample", "recovery_times", "summarise"]
 
@@ -35,7 +40,7 @@ class Sample:
 
     sent: float
     latency_ms: float
-    status: int  # HTTP status; 0 when no HTTP answer came (connection error, timeout)
+    status: int  # HTTP status; 0 when no usable answer came (connection error, timeout)
     query: int  # index of the query vector used
     version: str = ""
     coverage: float = 0.0
@@ -77,12 +82,13 @@ class QueryLoad:
         timeout_s: float = 10.0,
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.url = url.rstrip("/") + "/search/vector"
-        self.bodies = [json.dumps({"vector": q.tolist(), "k": k}).encode() for q in queries]
+        self.url = url.rstrip("/")
+        self.queries = [q.tolist() for q in queries]
+        self.k = k
         self.rate = rate
         self.concurrency = concurrency
         self.timeout_s = timeout_s
-        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.headers = dict(headers or {})
         self.samples: list[Sample] = []
         self._started = 0.0
         self._stop = threading.Event()
@@ -111,10 +117,20 @@ class QueryLoad:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
+    def _client(self) -> AsyncClient:
+        """No retries (every failure is a sample), one deadline per query, a pool as large
+        as the concurrency."""
+        return AsyncClient(
+            self.url,
+            headers=self.headers,
+            retry=RetryPolicy(attempts=1),
+            timeouts=Timeouts(self.timeout_s, self.timeout_s, self.timeout_s),
+            limits=httpx.Limits(max_connections=self.concurrency),
+        )
+
     async def _run(self) -> None:
         limit = asyncio.Semaphore(self.concurrency)
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout, headers=self.headers) as session:
+        async with self._client() as client:
             tasks: set[asyncio.Task[None]] = set()
             i = 0
             while not self._stop.is_set():
@@ -122,47 +138,34 @@ class QueryLoad:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await limit.acquire()
-                task = asyncio.create_task(self._one(session, i % len(self.bodies), limit))
+                task = asyncio.create_task(self._one(client, i % len(self.queries), limit))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 i += 1
             if tasks:
                 await asyncio.gather(*tasks)
 
-    async def _one(self, session: aiohttp.ClientSession, q: int, limit: asyncio.Semaphore) -> None:
+    async def _one(self, client: AsyncClient, q: int, limit: asyncio.Semaphore) -> None:
         sent = self.now()
         try:
-            async with session.post(self.url, data=self.bodies[q]) as reply:
-                body = await reply.read()
-                status = reply.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.samples.append(
-                Sample(sent, (self.now() - sent) * 1000, 0, q, error=f"{type(exc).__name__}: {exc}")
-            )
+            answer = await client.search_vector(self.queries[q], k=self.k)
+        except ApiError as err:
+            self.samples.append(self._failed(sent, err.status, q, err.detail[:300]))
+            return
+        except ClientError as err:
+            self.samples.append(self._failed(sent, 0, q, f"{type(err).__name__}: {err}"))
             return
         finally:
             limit.release()
-        self.samples.append(_sample(sent, (self.now() - sent) * 1000, status, q, body))
+        latency_ms = (self.now() - sent) * 1000
+        ids = tuple(hit.id for hit in answer.results)
+        self.samples.append(
+            Sample(sent, latency_ms, 200, q, answer.index_version, answer.coverage,
+                   answer.partial, ids)
+        )  # fmt: skip
 
-
-def _sample(sent: float, latency_ms: float, status: int, q: int, body: bytes) -> Sample:
-    """A sample from an HTTP answer; a 200 whose body is not a search answer is an error."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return Sample(sent, latency_ms, status, q, error=body[:200].decode(errors="replace"))
-    if status != 200:
-        return Sample(sent, latency_ms, status, q, error=str(data.get("detail", data))[:300])
-    return Sample(
-        sent,
-        latency_ms,
-        status,
-        q,
-        version=data["index_version"],
-        coverage=float(data["coverage"]),
-        partial=bool(data["partial"]),
-        ids=tuple(int(hit["id"]) for hit in data["results"]),
-    )
+    def _failed(self, sent: float, status: int, q: int, error: str) -> Sample:
+        return Sample(sent, (self.now() - sent) * 1000, status, q, error=error)
 
 
 def summarise(samples: Sequence[Sample]) -> LoadSummary:

@@ -43,8 +43,10 @@ def test_up_search_scale_down(tmp_path: Path) -> None:
         assert url in up.stdout
         assert "<title>simsearch</title>" in httpx.get(url).text
         photo = sorted(images.glob("*/*.jpg"))[3]
-        with photo.open("rb") as handle:
-            body = httpx.post(f"{url}/search/image", files={"file": handle}, timeout=60).json()
+        found = cli("search", str(photo), "--url", url, "-k", "3", cwd=tmp_path, timeout_s=120)
+        assert found.returncode == 0, found.stdout + found.stderr  # through simsearch.client
+        body = json.loads(found.stdout)
+        assert len(body["results"]) == 3 and body["coverage"] == 1.0
         assert body["results"][0]["path"] == f"{photo.parent.name}/{photo.name}"
         assert body["results"][0]["similarity_score"] >= 0.99
 
@@ -67,5 +69,7 @@ def test_up_search_scale_down(tmp_path: Path) -> None:
     finally:
         down = cli("down", cwd=tmp_path)
     assert down.returncode == 0, down.stderr
+    nobody = cli("search", str(photo), "--url", url, cwd=tmp_path, timeout_s=60)
+    assert nobody.returncode == 1 and "no answer" in nobody.stderr, nobody.stderr
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
