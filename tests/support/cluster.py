@@ -8,7 +8,6 @@ fuzz pass and `scripts/fuzz.sh` do not each grow their own copy.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,8 @@ from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
 from simsearch.indexer.writer import write_index
-from tests.support.paths import SAMPLE_IMAGES, SERVICES
-from tests.support.procs import Service, wait_ready
+from tests.support.paths import SAMPLE_IMAGES
+from tests.support.procs import Service, checkout_env, wait_ready
 from tests.support.s3server import AWS, free_port, s3_client, stop_process
 
 N, DIM, P = 300, 1280, 8
@@ -54,15 +53,7 @@ def spawn(role: str, env: dict[str, str], port: int | None = None) -> Service:
     (several start in parallel)."""
     port = port or free_port()
     log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}-{port}.log"
-    # this checkout's code, not whatever `simsearch` the environment has installed
-    path = os.pathsep.join(p for p in (str(SERVICES), os.environ.get("PYTHONPATH")) if p)
-    full_env = {
-        **os.environ,
-        **AWS,
-        "PYTHONPATH": path,
-        "SIMSEARCH_HOST": "127.0.0.1",
-        "SIMSEARCH_PORT": str(port),
-    }
+    full_env = checkout_env({**AWS, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port)})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "simsearch.cli", "serve", role],

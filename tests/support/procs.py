@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.paths import SERVICES
 from tests.support.s3server import free_port, stop_process
 
 
@@ -70,6 +71,14 @@ def wait_ready(service: Service, path: str, timeout_s: float) -> None:
     raise TimeoutError(f"{service.url}{path} not ready after {timeout_s}s:\n{service.log()}")
 
 
+def checkout_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment with this checkout's `services/` first on `PYTHONPATH`, so a child
+    `python -m simsearch.cli` runs the code under test, not whatever `simsearch` the venv
+    has installed (a git worktree's tests would otherwise start the main checkout's)."""
+    path = os.pathsep.join(p for p in (str(SERVICES), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **(extra or {})}
+
+
 @contextmanager
 def start_service(
     role: str, env: Mapping[str, str], ready_path: str = "/health/ready", timeout_s: float = 120
@@ -77,7 +86,7 @@ def start_service(
     """`simsearch serve ROLE` on a free loopback port with extra `SIMSEARCH_*` env."""
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="simsearch-")) / f"{role}.log"
-    full_env = {**os.environ, "SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port), **env}
+    full_env = checkout_env({"SIMSEARCH_HOST": "127.0.0.1", "SIMSEARCH_PORT": str(port), **env})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "simsearch.cli", "serve", role],
@@ -98,6 +107,7 @@ def run_cli(*args: str, cwd: Path, timeout_s: float = 400) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-m", "simsearch.cli", *args],
         cwd=cwd,
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=timeout_s,
