@@ -57,11 +57,9 @@ class AsyncClient:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=dict(headers or {}),
             transport=transport,
-            follow_redirects=False,  # a redirect is followed by hand, without the key
             limits=limits or httpx.Limits(),
+            **calls.http_options(base_url, headers),
         )
 
     async def aclose(self) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Generic, Protocol, TypeVar
@@ -45,6 +45,7 @@ __all__ = [
     "answer",
     "build",
     "checked",
+    "http_options",
     "redirect_location",
 ]
 
@@ -226,6 +227,16 @@ def reload(timeout_s: float) -> Call[ReloadResponse]:
         params={"timeout_s": f"{timeout_s:g}"},
         server_wait_s=timeout_s,
     )
+
+
+def http_options(base_url: str, headers: Mapping[str, str] | None) -> dict[str, Any]:
+    """What both clients give their httpx client: the router's URL, headers, and no
+    automatic redirects (a 307 to a presigned URL is followed by hand, without the key)."""
+    return {
+        "base_url": base_url.rstrip("/"),
+        "headers": dict(headers or {}),
+        "follow_redirects": False,
+    }
 
 
 def build(

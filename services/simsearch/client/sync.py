@@ -59,10 +59,8 @@ class Client:
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers=dict(headers or {}),
             transport=transport,
-            follow_redirects=False,  # a redirect is followed by hand, without the key
+            **calls.http_options(base_url, headers),
         )
 
     def close(self) -> None:
