@@ -182,6 +182,7 @@ def search_vector(
         k=knobs.k,
         nprobe=knobs.nprobe,
         refine=knobs.refine,
+        filter=None,
     )
     model = SearchResponse if vectors is None else BatchSearchResponse
     return _call(

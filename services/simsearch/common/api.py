@@ -15,8 +15,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from simsearch.common.filters import Filter
+from simsearch.common.metadata import FieldType
+
 __all__ = [
     "BatchSearchResponse",
+    "CollectionDetail",
+    "CollectionList",
+    "CollectionSummary",
+    "CollectionVersion",
     "HealthResponse",
     "ReloadResponse",
     "SearchHit",
@@ -56,6 +63,10 @@ class VectorQuery(BaseModel):
     )
     nprobe: int | None = Field(None, ge=1, le=65536, description="Override the index's nprobe.")
     refine: int | None = Field(None, ge=1, le=100, description="Override the index's refine.")
+    filter: Filter | None = Field(
+        None,
+        description="Only images whose metadata satisfies this filter (see docs/filters.md).",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> VectorQuery:
@@ -168,6 +179,45 @@ class StatsResponse(BaseModel):
         None, description="recall@10 measured at build time on held-out indexed vectors."
     )
     probe_queries: int | None = None
+
+
+class CollectionSummary(BaseModel):
+    """One collection (a named index) as `GET /collections` lists it."""
+
+    name: str
+    version: str | None = Field(description="The version its queries use now (None: none).")
+    vectors: int
+    partitions: int | None
+    dim: int | None
+    model: str | None
+    coverage: float = Field(description="Covered partitions / P of that version.")
+    partial: bool = Field(description="True when queries would get a partial answer.")
+    metadata: dict[str, FieldType] | None = Field(
+        None, description="Fields a filter may use, with their types (None: no metadata)."
+    )
+
+
+class CollectionVersion(BaseModel):
+    """One version of a collection some shard holds."""
+
+    version: str
+    live: bool = Field(description="CURRENT named it at some shard's last poll.")
+    partitions: int
+    coverage: float
+    vectors: int
+
+
+class CollectionDetail(CollectionSummary):
+    """`GET /collections/{name}`: the summary and every version the shards hold."""
+
+    versions: list[CollectionVersion]
+
+
+class CollectionList(BaseModel):
+    """`GET /collections`: every collection some healthy shard serves, by name."""
+
+    default: str = Field(description="The collection the routes without /collections use.")
+    collections: list[CollectionSummary]
 
 
 class ShardReloadResult(BaseModel):

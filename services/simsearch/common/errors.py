@@ -147,10 +147,30 @@ class UpstreamRejected(BadInput):
         self.code = code
 
 
+class InvalidFilter(BadInput):
+    """A search filter that does not fit the collection's metadata: an unknown field, a
+    value of the wrong type, or an operator the field's type does not support."""
+
+    code = "invalid_filter"
+
+
+class FilterTooLarge(InvalidFilter):
+    """A search filter over the size limits (nodes, depth, `in` values, string length)."""
+
+    code = "filter_too_large"
+
+
 class NotFound(SimsearchError):
     """An id or resource the caller asked for does not exist."""
 
     code = "not_found"
+
+
+class CollectionNotFound(NotFound):
+    """No collection of that name: no shard reports any version of it (router), or the
+    shard does not poll it (shard)."""
+
+    code = "collection_not_found"
 
 
 class Unauthorized(SimsearchError):

@@ -67,6 +67,7 @@ __all__ = [
     "MANIFEST_FILE",
     "TRAINED_FILE",
     "IndexLayout",
+    "discover_collections",
 ]
 
 MANIFEST_FILE = "manifest.json"
@@ -383,6 +384,20 @@ class IndexLayout:
                 self.store.delete(key)
                 count += 1
         return count
+
+
+def discover_collections(store: ObjectStore) -> list[str]:
+    """The names of every index (collection) in `store` that has a `CURRENT`, sorted.
+
+    One listing of `index/`: a collection exists for readers once its first version is
+    published, and a folder whose name is not an index name is not ours and is skipped.
+    """
+    names: set[str] = set()
+    for info in store.list("index/"):
+        parts = info.key.split("/")
+        if len(parts) == 3 and parts[2] == CURRENT_FILE and is_index_name(parts[1]):
+            names.add(parts[1])
+    return sorted(names)
 
 
 def _summary(exc: ValidationError) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from simsearch.common.errors import CorruptIndex, InvalidParameter
+from simsearch.common.metadata import FieldType
 
 __all__ = [
     "FORMAT_VERSION",
@@ -208,6 +209,8 @@ class PartitionInfo(_Frozen):
     count: int = Field(ge=0)
     index: FileRef  # index.faiss: the trained template with this partition's vectors added
     features: FileRef  # features.h5: features, paths, ids (contiguous, memory-mappable)
+    # metadata.arrow: one row per features row (`common.metatable`); None before filters
+    metadata: FileRef | None = None
 
 
 class Manifest(_Frozen):
@@ -231,6 +234,9 @@ class Manifest(_Frozen):
     source: str | None = None  # the images URI the index was built from
     parent: str | None = None  # the version an incremental build started from
     probe: RecallProbe | None = None  # recall measured at build time (None: not measured)
+    # the metadata schema (field -> type) every partition's metadata.arrow has; None for a
+    # version without metadata (built before filters): filters on it are refused
+    metadata: dict[str, FieldType] | None = None
 
     @field_validator("format_version")
     @classmethod
@@ -264,6 +270,16 @@ class Manifest(_Frozen):
         return created.astimezone(UTC)
 
     @model_validator(mode="after")
+    def _metadata_everywhere(self) -> Manifest:
+        """A schema means every partition has its table, and no schema means none has."""
+        with_table = [info.metadata is not None for info in self.partition_files]
+        if self.metadata is not None and not all(with_table):
+            raise ValueError("metadata schema given but some partitions have no metadata file")
+        if self.metadata is None and any(with_table):
+            raise ValueError("partitions have metadata files but the manifest has no schema")
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> Manifest:
         numbers = [info.partition for info in self.partition_files]
         if len(numbers) != self.partitions:
@@ -289,10 +305,13 @@ class Manifest(_Frozen):
         return self
 
     def files(self) -> list[FileRef]:
-        """Every file the version needs: the trained template, then each partition's two."""
+        """Every file the version needs: the trained template, then each partition's files
+        (index, features, and metadata when the version has it)."""
         refs = [self.trained]
         for info in self.partition_files:
             refs += [info.index, info.features]
+            if info.metadata is not None:
+                refs.append(info.metadata)
         return refs
 
 

@@ -16,7 +16,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from simsearch.common.errors import InvalidVector
+from simsearch.common.filters import Filter
 from simsearch.common.limits import MAX_K
+from simsearch.common.metadata import FieldType
 
 VectorEncoding = Literal["json", "base64"]
 VectorSpace = Literal["model", "index"]
@@ -133,6 +135,7 @@ class ShardSearchRequest(BaseModel):
 
     version: str
     partitions: list[int]
+    collection: str = "default"  # the index (collection) the version belongs to
     k: int = Field(ge=1, le=MAX_K)
     nprobe: int | None = Field(None, ge=1, le=65536)
     refine: int | None = Field(None, ge=1, le=100)
@@ -142,6 +145,9 @@ class ShardSearchRequest(BaseModel):
     # "model": unit vectors as the model makes them (the shard projects them into the
     # version's scoring space); "index": already in that space (a stored item's vector)
     space: VectorSpace = "model"
+    # only rows whose metadata satisfies it may be returned (`common.filters`); applied
+    # inside the scan, never to an unfiltered top-k
+    filter: Filter | None = None
 
 
 class ShardCandidates(BaseModel):
@@ -175,6 +181,7 @@ class ShardVersionInfo(BaseModel):
     """
 
     version: str
+    collection: str = "default"  # the collection (index name) the version belongs to
     partitions: int  # P of that version
     ready: list[int]
     loading: list[int] = Field(default_factory=list)
@@ -189,6 +196,8 @@ class ShardVersionInfo(BaseModel):
     recall_probe: float | None = None
     probe_queries: int | None = None
     scoring_dim: int | None = None  # dimension after the version's PCA (None: the model's)
+    # the version's metadata schema (field -> type), None for versions without metadata
+    metadata: dict[str, FieldType] | None = None
 
 
 class ShardInfo(BaseModel):
@@ -198,7 +207,8 @@ class ShardInfo(BaseModel):
     replicas: int
     index: str
     ready: bool
-    versions: list[ShardVersionInfo]
+    versions: list[ShardVersionInfo]  # of every collection, each tagged with its collection
+    collections: list[str] = Field(default_factory=list)  # the collections this shard polls
     rss_bytes: int
     version: str  # simsearch version
     # FAISS build: its compile options and whether its AVX2 kernels are there (without
