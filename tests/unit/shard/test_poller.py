@@ -136,7 +136,7 @@ def test_a_rollback_moves_only_that_collections_live_version(tmp_path: Path) -> 
     second = publish(store, "photos", seed=2)
     shard = Shard(tmp_path)
     shard.poller.poll_once()
-    assert IndexLayout(store, "photos").rollback() == first.version
+    assert IndexLayout(store, "photos").rollback(first.version) == first.version
     shard.poller.poll_once()
     live = {
         (v.collection, v.version)
