@@ -45,7 +45,7 @@ def readiness(collections: Sequence[Collection], error: str | None) -> tuple[boo
     for c in collections:
         if not c.polled and not c.late:
             return False, f"{c.name}: waiting for its first poll"
-    states = [(c, *holdings_readiness(c.holdings, c.last_error or error)) for c in live]
+    states = [(c, *holdings_readiness(c.holdings, c.last_error)) for c in live]
     for c, ok, why in states:
         if not ok and not c.late:
             return False, f"{c.name}: {why}"
