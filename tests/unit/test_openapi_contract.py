@@ -74,7 +74,7 @@ def test_every_error_is_documented_as_error_body(service: str, tmp_path: Any) ->
         ("router", "/search/similar/{id}", "get", {"400", "401", "404", "422", "502", "503"}),
         ("router", "/images/{id}", "get", {"401", "404", "413", "422", "503"}),
         ("router", "/admin/reload", "post", {"401", "422"}),
-        ("shard", "/search", "post", {"400", "409", "413", "422"}),
+        ("shard", "/search", "post", {"400", "404", "409", "413", "422"}),
         ("shard", "/items/{item_id}", "get", {"400", "404", "409", "422"}),
         ("embedder", "/embed", "post", {"400", "413", "415", "422", "503"}),
         ("embedder", "/embed/keys", "post", {"400", "413", "422", "503"}),

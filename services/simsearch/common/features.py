@@ -48,6 +48,8 @@ class FeatureFile:
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row numbers of `ids` (each must be present)."""
+        if len(ids) and not len(self._sorted_ids):  # an empty partition holds none of them
+            raise InvalidParameter(f"ids not in {self.path.name}")
         pos = np.searchsorted(self._sorted_ids, ids)
         pos = np.minimum(pos, len(self._sorted_ids) - 1)
         if len(ids) and not np.array_equal(self._sorted_ids[pos], ids):

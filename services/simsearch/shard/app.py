@@ -1,11 +1,13 @@
 """The shard's HTTP app (FastAPI): settings → service → app. Routes are in `routes.py`,
 their dependencies in `deps.py`, the work in `service.py` and the modules it names.
 
-POST /search         a query batch for named partitions of one version → candidates
-GET  /items/{id}     path and exact vector of one indexed image (?version=)
-GET  /info           ordinal, replicas seen, versions with ready/loading/failed partitions
-POST /admin/reload   poll CURRENT now and wait for that poll (?timeout_s=, default 30); needs an
-                     admin key when keys are configured (SIMSEARCH_ADMIN_KEYS / _API_KEYS_FILE)
+POST /search         a query batch for named partitions of one version of a collection → candidates
+GET  /items/{id}     path and exact vector of one indexed image (?collection=, ?version=)
+GET  /info           ordinal, replicas seen, collections, versions with ready/loading/failed
+                     partitions (each tagged with its collection)
+POST /admin/reload   poll every collection's CURRENT now and wait for that poll (?timeout_s=,
+                     default 30); needs an admin key when keys are configured
+                     (SIMSEARCH_ADMIN_KEYS / _API_KEYS_FILE)
 GET  /health/live    the process answers
 GET  /health/ready   a version is loaded (see `ShardService.readiness`)
 GET  /metrics        Prometheus
@@ -32,17 +34,15 @@ from simsearch.common.http import (
     install_error_handlers,
     metrics_router,
 )
-from simsearch.common.layout import IndexLayout
 from simsearch.common.storage import open_store
 from simsearch.common.telemetry import HttpMetrics
 from simsearch.common.wire import ShardSearchRequest
 from simsearch.shard import routes
-from simsearch.shard.loader import PartitionCache
+from simsearch.shard.collections import Collections
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.service import ShardService
 from simsearch.shard.settings import ShardSettings
 from simsearch.shard.topology import FileTopology, StaticTopology, Topology
-from simsearch.shard.versions import Holdings
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +69,17 @@ def close_topology(topology: Topology) -> None:
 
 
 def build_service(settings: ShardSettings, metrics: ShardMetrics) -> ShardService:
-    """Store, layout, topology and holdings from the settings; nothing is loaded yet.
+    """Store, collections and topology from the settings; nothing is loaded yet.
 
     Raises ConfigError for a bad store URI, index name or topology file, so the CLI can
     exit before binding the port.
     """
     store = open_store(settings.store, settings.s3_options())
     try:
-        layout = IndexLayout(store, settings.index)
-    except InvalidParameter as err:
+        collections = Collections(store, settings, metrics)
+    except InvalidParameter as err:  # SIMSEARCH_COLLECTIONS' names are checked as settings
         raise ConfigError(f"SIMSEARCH_INDEX: {err.reason}") from err
-    cache = PartitionCache(layout, settings.cache_path, metrics)
-    holdings = Holdings(cache, settings.ordinal, settings.replication, settings.drain_s)
-    return ShardService(settings, layout, build_topology(settings), holdings, metrics)
+    return ShardService(settings, collections, build_topology(settings), metrics)
 
 
 def create_app(settings: ShardSettings, service: ShardService | None = None) -> FastAPI:
@@ -115,7 +113,11 @@ def _lifespan(
             "shard %d polling %s",
             settings.ordinal,
             settings.store,
-            extra={"index": settings.index, "topology": running.topology.describe()},
+            extra={
+                "index": settings.index,
+                "collections": settings.collections or "discovered",
+                "topology": running.topology.describe(),
+            },
         )
         yield
         await asyncio.to_thread(running.stop)

@@ -37,6 +37,10 @@ AdminDep = Depends(require_admin_key)
 ItemIdPath = Annotated[
     int, Path(json_schema_extra={"format": "int64", "minimum": 0, "maximum": MAX_ID})
 ]
+CollectionQuery = Annotated[
+    str | None,
+    Query(description="The collection (index name); default: the shard's SIMSEARCH_INDEX."),
+]
 ReloadTimeout = Annotated[
     float,
     Query(

@@ -32,12 +32,16 @@ class ShardMetrics:
         )
         self.partitions = Gauge(
             "simsearch_shard_partitions",
-            "Partitions by state (ready, loading, failed), over all loaded versions.",
-            ["state"],
+            "Partitions by collection and state (ready, loading, failed), over all loaded "
+            "versions.",
+            ["collection", "state"],
             registry=registry,
         )
         self.versions = Gauge(
-            "simsearch_shard_versions", "Index versions held in memory.", registry=registry
+            "simsearch_shard_versions",
+            "Index versions held in memory, by collection.",
+            ["collection"],
+            registry=registry,
         )
         self.replicas = Gauge(
             "simsearch_shard_replicas", "Shard count the topology reports.", registry=registry

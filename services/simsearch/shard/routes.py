@@ -20,14 +20,17 @@ from simsearch.common.wire import (
     ShardReload,
     ShardSearchRequest,
 )
-from simsearch.shard.deps import AdminDep, ItemIdPath, ReloadTimeout, ServiceDep
+from simsearch.shard.deps import AdminDep, CollectionQuery, ItemIdPath, ReloadTimeout, ServiceDep
 
 router = APIRouter()
 
 
-@router.post("/search", response_model=ShardCandidates, responses=error_responses(400, 409, 422))
+@router.post(
+    "/search", response_model=ShardCandidates, responses=error_responses(400, 404, 409, 422)
+)
 async def search(body: ShardSearchRequest, service: ServiceDep) -> Response:
-    """Top k·refine candidates of each query over exactly the partitions named.
+    """Top k·refine candidates of each query over exactly the partitions named, of the
+    version and collection named (404: a collection this shard does not poll).
 
     Serialised here, once: FastAPI would validate the model it was just given again.
     """
@@ -41,10 +44,14 @@ async def search(body: ShardSearchRequest, service: ServiceDep) -> Response:
     responses=error_responses(400, 404, 409, 422),
 )
 async def item(
-    item_id: ItemIdPath, service: ServiceDep, version: Annotated[str | None, Query()] = None
+    item_id: ItemIdPath,
+    service: ServiceDep,
+    version: Annotated[str | None, Query()] = None,
+    collection: CollectionQuery = None,
 ) -> ShardItem:
-    """One indexed image: 404 if unknown, 409 if its partition is not served here."""
-    return service.item(item_id, version)
+    """One indexed image: 404 if unknown (or its collection is not polled here), 409 if
+    its partition is not served here."""
+    return service.item(item_id, version, collection)
 
 
 @router.get("/info", response_model=ShardInfo)
@@ -63,7 +70,7 @@ async def info(service: ServiceDep) -> ShardInfo:
     dependencies=[AdminDep],
 )
 async def reload(service: ServiceDep, timeout_s: ReloadTimeout = 30.0) -> JSONResponse:
-    """Poll CURRENT now instead of in up to `poll_s`: 200 once that poll finished,
-    202 (same body) if it is still loading when `timeout_s` runs out."""
+    """Poll every collection's CURRENT now instead of in up to `poll_s`: 200 once that
+    poll finished, 202 (same body) if it is still loading when `timeout_s` runs out."""
     finished, state = await service.reload(timeout_s)
     return JSONResponse(state.model_dump(), status_code=200 if finished else 202)

@@ -1,8 +1,10 @@
 """The shard's work, independent of HTTP: the façade the app calls.
 
-It wires the pieces, each in its own module, and adds nothing to the search path:
-- `poller.py`: the background poll of `CURRENT` and the topology, loading, and the
-  reload that wakes it;
+It wires the pieces, each in its own module, and adds nothing to the search path but
+one dict look-up of the request's collection:
+- `collections.py`: the collections polled, each with its own holdings and cache;
+- `poller.py`: the background poll of the topology and each collection's `CURRENT`,
+  loading, and the reload that wakes it;
 - `readiness.py`: readiness, `/info` and the reload answer;
 - `query.py`: a `ShardSearchRequest` checked into a `ShardQuery` (`prepare`);
 - `execute.py`: a `ShardQuery` run against FAISS (`execute`);
@@ -23,7 +25,6 @@ import faiss
 from threadpoolctl import threadpool_limits
 
 from simsearch.common.errors import SimsearchError
-from simsearch.common.layout import IndexLayout
 from simsearch.common.telemetry import run_in_context
 from simsearch.common.wire import (
     ShardCandidates,
@@ -32,6 +33,7 @@ from simsearch.common.wire import (
     ShardReload,
     ShardSearchRequest,
 )
+from simsearch.shard.collections import Collections
 from simsearch.shard.execute import execute
 from simsearch.shard.items import find_item
 from simsearch.shard.metrics import ShardMetrics
@@ -54,26 +56,30 @@ log = logging.getLogger(__name__)
 
 
 class ShardService:
-    """Owns the holdings, the poller and the search pool of one shard process."""
+    """Owns the collections, the poller and the search pool of one shard process."""
 
     def __init__(
         self,
         settings: ShardSettings,
-        layout: IndexLayout,
+        collections: Collections,
         topology: Topology,
-        holdings: Holdings,
         metrics: ShardMetrics,
     ) -> None:
         self.settings = settings
+        self.collections = collections
         self.topology = topology
-        self.holdings = holdings
         self.metrics = metrics
-        self.poller = Poller(layout, topology, holdings, metrics, settings.poll_s)
+        self.poller = Poller(collections, topology, metrics, settings.poll_s)
         self._pool = ThreadPoolExecutor(settings.search_workers, "search")
         # numpy's BLAS (the query projection) and FAISS' OpenMP alike: their workers spin
         # between calls, and on a shard's few cores that steals more than it gives
         threadpool_limits(limits=settings.faiss_threads)
         faiss.omp_set_num_threads(settings.faiss_threads)
+
+    @property
+    def holdings(self) -> Holdings:
+        """The holdings of the shard's `SIMSEARCH_INDEX` collection."""
+        return self.collections.default().holdings
 
     # ---- lifecycle
 
@@ -100,7 +106,7 @@ class ShardService:
 
     def readiness(self) -> tuple[bool, str]:
         """Ready, and why (see `readiness.readiness`)."""
-        return readiness(self.holdings, self.poller.last_error)
+        return readiness(self.collections.all(), self.poller.error())
 
     def info(self) -> ShardInfo:
         """What the router plans from: versions and the partitions ready in each."""
@@ -109,9 +115,11 @@ class ShardService:
     # ---- search and items
 
     async def search(self, request: ShardSearchRequest) -> ShardCandidates:
-        """Check the request, then search the requested partitions (inline or in the pool)."""
+        """Check the request against its collection's holdings (404 for one not polled),
+        then search the requested partitions (inline or in the pool)."""
         try:
-            query = prepare(request, self.holdings, self.settings)
+            holdings = self.collections.get(request.collection).holdings
+            query = prepare(request, holdings, self.settings)
             if len(query.queries) <= self.settings.inline_max_queries:
                 result = execute(query, self.metrics)  # see ShardSettings.inline_max_queries
             else:
@@ -126,6 +134,10 @@ class ShardService:
         self.metrics.queries.inc(len(query.queries))
         return result
 
-    def item(self, id_: int, version: str | None = None) -> ShardItem:
-        """Path and exact vector of an indexed image held here (newest version by default)."""
-        return find_item(self.holdings, self.settings, id_, version)
+    def item(
+        self, id_: int, version: str | None = None, collection: str | None = None
+    ) -> ShardItem:
+        """Path and exact vector of an indexed image held here: of `collection` (default:
+        `SIMSEARCH_INDEX`; 404 for one not polled), newest version by default."""
+        holdings = self.collections.get(collection or self.settings.index).holdings
+        return find_item(holdings, self.settings, id_, version)

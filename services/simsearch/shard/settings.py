@@ -16,6 +16,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from simsearch.common.apikeys import KeySettings
 from simsearch.common.limits import MAX_CANDIDATES, MAX_K
+from simsearch.common.manifest import is_index_name
 from simsearch.common.ordinal import parse_ordinal
 
 
@@ -33,7 +34,17 @@ class ShardSettings(KeySettings):
         validate_default=True,
         description="Root URI of the object store holding the index (s3://… or file://…).",
     )
-    index: str = Field("default", description="Index name under index/<name>/ in the store.")
+    index: str = Field(
+        "default",
+        description="Index name under index/<name>/ in the store: the collection /items "
+        "serves by default, polled whatever SIMSEARCH_COLLECTIONS says.",
+    )
+    collections: str = Field(
+        "",
+        description="Comma-separated collections (index names) to poll besides "
+        "SIMSEARCH_INDEX; empty: every index/<name>/ with a CURRENT in the store, "
+        "listed at each poll.",
+    )
     pod_name: str | None = Field(None, description="Pod name; the ordinal is its -<n> suffix.")
     hostname: str | None = Field(
         None,
@@ -107,6 +118,17 @@ class ShardSettings(KeySettings):
             )
         return value
 
+    @field_validator("collections")
+    @classmethod
+    def _collection_names(cls, value: str) -> str:
+        bad = [name for name in _split(value) if not is_index_name(name)]
+        if bad:
+            raise ValueError(
+                f"{bad[0]!r} is not an index name: use 1-63 characters of a-z, 0-9, '-' "
+                "and '_', starting with a letter or digit"
+            )
+        return value
+
     @field_validator("shard_ordinal")
     @classmethod
     def _resolve_ordinal(cls, value: int | None, info: ValidationInfo) -> int:
@@ -167,8 +189,19 @@ class ShardSettings(KeySettings):
         return self.shard_ordinal
 
     @property
+    def collection_names(self) -> tuple[str, ...]:
+        """The collections `SIMSEARCH_COLLECTIONS` names, in order, duplicates dropped;
+        empty: discover them in the store."""
+        return tuple(dict.fromkeys(_split(self.collections)))
+
+    @property
     def cache_path(self) -> Path:
         """The resolved cache folder."""
         if self.cache_dir is None:  # pragma: no cover - excluded by the validator
             raise RuntimeError("cache_dir was not resolved")
         return self.cache_dir
+
+
+def _split(text: str) -> list[str]:
+    """Comma-separated items, stripped, empty ones dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
