@@ -3,7 +3,7 @@
     simsearch serve router|shard|embedder [--host H] [--port P]   (flags also as SIMSEARCH_*)
     simsearch index build|import-h5|gc …
     simsearch up | scale N | status | down          (a local cluster of processes)
-    simsearch search IMAGE [--url ROUTER] [-k K]
+    simsearch search IMAGE [--url ROUTER] [-k K] [--collection C] [--filter JSON]
     simsearch models                                (the model registry)
 
 Every command parses flags → loads typed settings (exit 2 with a clear message) → runs.

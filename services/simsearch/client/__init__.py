@@ -7,6 +7,8 @@ never torch, FAISS or h5py, so it installs with the core dependencies alone.
     from simsearch.client import Client
     with Client("http://127.0.0.1:8000", api_key="...") as client:
         answer = client.search_image("daisy.jpg", k=5)
+        tulips = client.search_image("daisy.jpg", collection="flowers",
+                                     filter={"field": "label", "eq": "tulips"})
 
 Errors are the tree of `simsearch.client.errors` (never an httpx exception); retries and
 timeouts are `RetryPolicy` and `Timeouts`. See docs/client.md.
@@ -17,8 +19,11 @@ from simsearch.client.errors import (
     ApiError,
     BadRequest,
     ClientError,
+    CollectionNotFound,
     ConnectionFailed,
+    FilterTooLarge,
     Forbidden,
+    InvalidFilter,
     NotFound,
     RateLimited,
     ServerError,
@@ -32,12 +37,17 @@ from simsearch.client.retry import RetryPolicy
 from simsearch.client.sync import Client
 from simsearch.common.api import (
     BatchSearchResponse,
+    CollectionDetail,
+    CollectionList,
+    CollectionSummary,
+    CollectionVersion,
     HealthResponse,
     ReloadResponse,
     SearchHit,
     SearchResponse,
     StatsResponse,
 )
+from simsearch.common.filters import Filter
 
 __all__ = [
     "ApiError",
@@ -46,9 +56,17 @@ __all__ = [
     "BatchSearchResponse",
     "Client",
     "ClientError",
+    "CollectionDetail",
+    "CollectionList",
+    "CollectionNotFound",
+    "CollectionSummary",
+    "CollectionVersion",
     "ConnectionFailed",
+    "Filter",
+    "FilterTooLarge",
     "Forbidden",
     "HealthResponse",
+    "InvalidFilter",
     "NotFound",
     "RateLimited",
     "ReloadResponse",

@@ -16,7 +16,14 @@ from typing import Any, TypeVar, overload
 import httpx
 
 from simsearch.client import calls
-from simsearch.client.calls import Call, ImageInput, Knobs, MatrixLike, VectorLike
+from simsearch.client.calls import (
+    Call,
+    FilterInput,
+    ImageInput,
+    Knobs,
+    MatrixLike,
+    VectorLike,
+)
 from simsearch.client.download import Download
 from simsearch.client.errors import ClientError, translate
 from simsearch.client.options import Timeouts
@@ -24,6 +31,8 @@ from simsearch.client.retry import Attempts, RetryPolicy
 from simsearch.client.sync import CHUNK
 from simsearch.common.api import (
     BatchSearchResponse,
+    CollectionDetail,
+    CollectionList,
     HealthResponse,
     ReloadResponse,
     SearchResponse,
@@ -95,18 +104,30 @@ class AsyncClient:
         """`GET /metrics`: the Prometheus text."""
         return await self._run(calls.metrics(), request_id)
 
+    # ------------------------------------------------------------------ collections
+
+    async def collections(self, *, request_id: str | None = None) -> CollectionList:
+        """`GET /collections`: every collection some healthy shard serves, and the default."""
+        return await self._run(calls.collections(), request_id)
+
+    async def collection(self, name: str, *, request_id: str | None = None) -> CollectionDetail:
+        """`GET /collections/{name}`: its summary, metadata fields and versions."""
+        return await self._run(calls.collection(name), request_id)
+
     # ------------------------------------------------------------------ search
 
     @overload
     async def search_vector(
         self, vector: VectorLike, *, k: int | None = None, nprobe: int | None = None,
-        refine: int | None = None, strict: bool = False, request_id: str | None = None,
+        refine: int | None = None, strict: bool = False, collection: str | None = None,
+        filter: FilterInput | None = None, request_id: str | None = None,
     ) -> SearchResponse: ...  # fmt: skip
 
     @overload
     async def search_vector(
         self, *, vectors: MatrixLike, k: int | None = None, nprobe: int | None = None,
-        refine: int | None = None, strict: bool = False, request_id: str | None = None,
+        refine: int | None = None, strict: bool = False, collection: str | None = None,
+        filter: FilterInput | None = None, request_id: str | None = None,
     ) -> BatchSearchResponse: ...  # fmt: skip
 
     async def search_vector(
@@ -118,10 +139,14 @@ class AsyncClient:
         nprobe: int | None = None,
         refine: int | None = None,
         strict: bool = False,
+        collection: str | None = None,
+        filter: FilterInput | None = None,
         request_id: str | None = None,
     ) -> SearchResponse | BatchSearchResponse:
-        """`POST /search/vector`: one `vector`, or a batch of `vectors` (one list each)."""
-        call: Call[Any] = calls.search_vector(vector, vectors, Knobs(k, nprobe, refine, strict))
+        """`POST /search/vector`: one `vector`, or a batch of `vectors` (one list each);
+        `collection` and `filter` as in `Client.search_vector`."""
+        knobs = Knobs.of(k, nprobe, refine, strict, collection, filter)
+        call: Call[Any] = calls.search_vector(vector, vectors, knobs)
         answer: SearchResponse | BatchSearchResponse = await self._run(call, request_id)
         return answer
 
@@ -134,10 +159,13 @@ class AsyncClient:
         nprobe: int | None = None,
         refine: int | None = None,
         strict: bool = False,
+        collection: str | None = None,
+        filter: FilterInput | None = None,
         request_id: str | None = None,
     ) -> SearchResponse:
         """`POST /search/image`: bytes, a path or an open binary file, embedded then searched."""
-        call = calls.search_image(image, filename, Knobs(k, nprobe, refine, strict))
+        knobs = Knobs.of(k, nprobe, refine, strict, collection, filter)
+        call = calls.search_image(image, filename, knobs)
         return await self._run(call, request_id)
 
     async def search_similar(
@@ -148,19 +176,27 @@ class AsyncClient:
         nprobe: int | None = None,
         refine: int | None = None,
         strict: bool = False,
+        collection: str | None = None,
+        filter: FilterInput | None = None,
         request_id: str | None = None,
     ) -> SearchResponse:
         """`GET /search/similar/{id}`: the indexed image itself ranks first."""
-        call = calls.search_similar(id, Knobs(k, nprobe, refine, strict))
+        knobs = Knobs.of(k, nprobe, refine, strict, collection, filter)
+        call = calls.search_similar(id, knobs)
         return await self._run(call, request_id)
 
     # ------------------------------------------------------------------ images
 
     async def image(
-        self, id: int, *, chunk_size: int = CHUNK, request_id: str | None = None
+        self,
+        id: int,
+        *,
+        collection: str | None = None,
+        chunk_size: int = CHUNK,
+        request_id: str | None = None,
     ) -> AsyncIterator[bytes]:
-        """`GET /images/{id}` as chunks (`async for`); see `Client.image`."""
-        response = await self._open(calls.image(id), request_id)
+        """`GET /images/{id}` (or its collection's) as chunks (`async for`); see `Client.image`."""
+        response = await self._open(calls.image(id, collection), request_id)
         try:
             async for chunk in self._chunks(response, chunk_size):
                 yield chunk
@@ -168,11 +204,17 @@ class AsyncClient:
             await response.aclose()
 
     async def save_image(
-        self, id: int, path: str | os.PathLike[str], *, request_id: str | None = None
+        self,
+        id: int,
+        path: str | os.PathLike[str],
+        *,
+        collection: str | None = None,
+        request_id: str | None = None,
     ) -> int:
-        """Download image `id` to `path` (via a temporary file); the bytes written."""
+        """Download image `id` (of `collection`) to `path` (via a temporary file); the bytes
+        written."""
         with Download(Path(path)) as download:
-            async for chunk in self.image(id, request_id=request_id):
+            async for chunk in self.image(id, collection=collection, request_id=request_id):
                 download.write(chunk)
         return download.size
 

@@ -6,14 +6,17 @@ two cannot disagree on a path, a parameter or a model: only sending and sleeping
 `ROUTES` names the client method of every public route; a test checks it against the
 router's OpenAPI document, so a new route without a client method fails.
 
-Search parameters travel in `Knobs`, one value for every search method, so a parameter
-every search takes (a collection, a filter) is added in one place.
+Search parameters travel in `Knobs`, one value for every search method: the index knobs,
+the collection and the filter. A search (and a download) in a named collection calls the
+same route under `/collections/{name}` (`IN_COLLECTION`); `collection=None` calls the
+route without the prefix, which the router serves from its default collection.
 """
 
 from __future__ import annotations
 
 import mimetypes
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +30,8 @@ from simsearch.client.errors import UnexpectedResponse, error_from_response
 from simsearch.client.options import Timeouts
 from simsearch.common.api import (
     BatchSearchResponse,
+    CollectionDetail,
+    CollectionList,
     HealthResponse,
     ReloadResponse,
     SearchResponse,
@@ -34,10 +39,14 @@ from simsearch.common.api import (
     VectorQuery,
 )
 from simsearch.common.apidoc import ReadyBody
+from simsearch.common.filters import Filter
+from simsearch.common.manifest import is_index_name
 
 __all__ = [
+    "IN_COLLECTION",
     "ROUTES",
     "Call",
+    "FilterInput",
     "ImageInput",
     "Knobs",
     "MatrixLike",
@@ -45,6 +54,8 @@ __all__ = [
     "answer",
     "build",
     "checked",
+    "collection_name",
+    "filter_of",
     "http_options",
     "redirect_location",
 ]
@@ -63,7 +74,17 @@ ROUTES: dict[str, tuple[str, str]] = {
     "search_similar": ("GET", "/search/similar/{id}"),
     "image": ("GET", "/images/{id}"),
     "reload": ("POST", "/admin/reload"),
+    "collections": ("GET", "/collections"),
+    "collection": ("GET", "/collections/{name}"),
 }
+# client method -> the route it calls when given `collection=` (the same body and answer)
+IN_COLLECTION: dict[str, tuple[str, str]] = {
+    "search_vector": ("POST", "/collections/{name}/search/vector"),
+    "search_image": ("POST", "/collections/{name}/search/image"),
+    "search_similar": ("GET", "/collections/{name}/search/similar/{id}"),
+    "image": ("GET", "/collections/{name}/images/{id}"),
+}
+_FILTER: pydantic.TypeAdapter[Filter] = pydantic.TypeAdapter(Filter)
 USER_AGENT = f"simsearch-client/{__version__}"
 # added to the read timeout and the deadline of a call the server may hold on purpose
 _SERVER_WAIT_SLACK_S = 10.0
@@ -76,23 +97,61 @@ class _ToList(Protocol):
 VectorLike = Sequence[float] | _ToList  # a list, a tuple, a 1-d numpy array
 MatrixLike = Sequence[Sequence[float]] | _ToList  # rows of those, a 2-d numpy array
 ImageInput = bytes | str | os.PathLike[str] | IO[bytes]  # bytes, a path, an open file
+FilterInput = Filter | Mapping[str, Any]  # the models of common/filters.py, or their JSON
+
+
+def filter_of(value: FilterInput | None) -> Filter | None:
+    """`value` as a `Filter`: a dict is validated here, so a malformed filter raises
+    pydantic's `ValidationError` (a `ValueError`) before anything is sent. Whether its
+    fields exist is the server's to say (`InvalidFilter`): only it knows the schema."""
+    if value is None:
+        return None
+    return _FILTER.validate_python(value)
+
+
+def collection_name(name: str | None) -> str | None:
+    """`name` unchanged if it is a valid collection name (it becomes a path segment), so
+    a typo like "Flowers" is a `ValueError` here, not a 404 from the server."""
+    if name is not None and not is_index_name(name):
+        raise ValueError(
+            f"invalid collection name {name!r}: lower-case letters, digits, '-' and '_', "
+            "starting with a letter or digit, at most 63 characters"
+        )
+    return name
 
 
 @dataclass(frozen=True)
 class Knobs:
-    """What every search takes besides its query: results per query and the index knobs.
+    """What every search takes besides its query: results per query, the index knobs,
+    the collection searched and the filter.
 
-    None leaves the router's default (`SIMSEARCH_DEFAULT_K`, the index's nprobe/refine);
-    `strict` turns a partial answer into a 503 (`Unavailable`, code `partial_answer`).
+    None leaves the router's default (`SIMSEARCH_DEFAULT_K`, the index's nprobe/refine,
+    the default collection, no filter); `strict` turns a partial answer into a 503
+    (`Unavailable`, code `partial_answer`). Build it with `of` from what a caller gave.
     """
 
     k: int | None = None
     nprobe: int | None = None
     refine: int | None = None
     strict: bool = False
+    collection: str | None = None
+    filter: Filter | None = None
+
+    @classmethod
+    def of(
+        cls,
+        k: int | None,
+        nprobe: int | None,
+        refine: int | None,
+        strict: bool,
+        collection: str | None,
+        filter: FilterInput | None,
+    ) -> Knobs:
+        """The knobs of one search, its collection name and filter checked (`ValueError`)."""
+        return cls(k, nprobe, refine, strict, collection_name(collection), filter_of(filter))
 
     def params(self) -> dict[str, str]:
-        """Query-string parameters (image and similar searches)."""
+        """Query-string parameters (image and similar searches; not the filter)."""
         named = {"k": self.k, "nprobe": self.nprobe, "refine": self.refine}
         params = {name: str(value) for name, value in named.items() if value is not None}
         return {**params, **self.strict_param()}
@@ -100,6 +159,13 @@ class Knobs:
     def strict_param(self) -> dict[str, str]:
         """Sent only when set: `/search/vector` without a query string takes the fast path."""
         return {"strict": "true"} if self.strict else {}
+
+    def filter_field(self) -> dict[str, str]:
+        """`{"filter": <JSON>}` when there is one: the similar search's query parameter
+        and the image search's form field (the vector search has it in its body)."""
+        if self.filter is None:
+            return {}
+        return {"filter": _FILTER.dump_json(self.filter, by_alias=True, exclude_none=True).decode()}
 
 
 @dataclass(frozen=True)
@@ -112,6 +178,7 @@ class Call(Generic[T]):
     params: dict[str, str] = field(default_factory=dict)
     content: bytes | None = None
     files: dict[str, tuple[str, bytes, str]] | None = None
+    data: dict[str, str] | None = None  # form fields sent with `files`
     headers: dict[str, str] = field(default_factory=dict)
     ok: frozenset[int] = frozenset({200})
     keyed: bool = True  # send the API key (never to a presigned object-store URL)
@@ -142,12 +209,23 @@ def _nothing(response: httpx.Response) -> None:
     return None
 
 
-def _path(name: str, **values: object) -> str:
-    return ROUTES[name][1].format(**values)
+def _path(method: str, collection: str | None = None, **values: object) -> str:
+    """The path of client method `method`'s route: its collection's when one is given."""
+    if collection is None:
+        return ROUTES[method][1].format(**values)
+    return IN_COLLECTION[method][1].format(name=_segment(collection), **values)
 
 
-def _call(name: str, parse: Callable[[httpx.Response], T], **kwargs: Any) -> Call[T]:
-    return Call(ROUTES[name][0], _path(name), parse, **kwargs)
+def _segment(value: str) -> str:
+    """Quoted although a valid name needs no quoting: a path segment, never a path."""
+    return urllib.parse.quote(value, safe="")
+
+
+def _call(
+    name: str, parse: Callable[[httpx.Response], T], collection: str | None = None, **kwargs: Any
+) -> Call[T]:
+    method = (ROUTES if collection is None else IN_COLLECTION)[name][0]
+    return Call(method, _path(name, collection), parse, **kwargs)
 
 
 def health() -> Call[HealthResponse]:
@@ -171,6 +249,15 @@ def metrics() -> Call[str]:
     return _call("metrics", lambda response: response.text)
 
 
+def collections() -> Call[CollectionList]:
+    return _call("collections", _json(CollectionList))
+
+
+def collection(name: str) -> Call[CollectionDetail]:
+    path = _path("collection", name=_segment(collection_name(name) or ""))
+    return Call("GET", path, _json(CollectionDetail))
+
+
 def search_vector(
     vector: VectorLike | None, vectors: MatrixLike | None, knobs: Knobs
 ) -> Call[SearchResponse] | Call[BatchSearchResponse]:
@@ -182,14 +269,15 @@ def search_vector(
         k=knobs.k,
         nprobe=knobs.nprobe,
         refine=knobs.refine,
-        filter=None,
+        filter=knobs.filter,
     )
     model = SearchResponse if vectors is None else BatchSearchResponse
     return _call(
         "search_vector",
         _json(model),
+        knobs.collection,
         params=knobs.strict_param(),
-        content=query.model_dump_json(exclude_none=True).encode(),
+        content=query.model_dump_json(exclude_none=True, by_alias=True).encode(),
         headers={"Content-Type": "application/json"},
     )
 
@@ -201,18 +289,22 @@ def search_image(image: ImageInput, filename: str | None, knobs: Knobs) -> Call[
     return _call(
         "search_image",
         _json(SearchResponse),
+        knobs.collection,
         params=knobs.params(),
         files={"file": (name, data, kind)},
+        data=knobs.filter_field() or None,
     )
 
 
 def search_similar(id: int, knobs: Knobs) -> Call[SearchResponse]:
-    return Call("GET", _path("search_similar", id=int(id)), _json(SearchResponse), knobs.params())
+    path = _path("search_similar", knobs.collection, id=int(id))
+    return Call("GET", path, _json(SearchResponse), {**knobs.params(), **knobs.filter_field()})
 
 
-def image(id: int) -> Call[None]:
+def image(id: int, collection: str | None = None) -> Call[None]:
     """The body is streamed by the client; a 307 is followed with `redirected`."""
-    return Call("GET", _path("image", id=int(id)), _nothing, ok=frozenset({200, 307}))
+    path = _path("image", collection_name(collection), id=int(id))
+    return Call("GET", path, _nothing, ok=frozenset({200, 307}))
 
 
 def redirected(location: str) -> Call[None]:
@@ -259,6 +351,7 @@ def build(
         params=call.params or None,
         content=call.content,
         files=call.files,
+        data=call.data,
         headers=headers,
         timeout=timeout,
     )

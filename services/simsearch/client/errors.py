@@ -4,9 +4,13 @@
     ├── ApiError                 the router (or the object store) answered with an error
     │   │                        status; `status`, `code`, `detail`, `request_id` from the body
     │   ├── BadRequest           400, 413, 415, 422: the request itself is refused
+    │   │   └── InvalidFilter    400 `invalid_filter`: a field or type the collection lacks
+    │   │       └── FilterTooLarge  400 `filter_too_large`: over the filter size limits
     │   ├── Unauthorized         401: an API key is needed, missing or wrong
-    │   ├── Forbidden            403: the key's scope does not allow it (admin routes)
+    │   ├── Forbidden            403: the key's scope does not allow it (admin routes, a
+    │   │                        collection the key is not given)
     │   ├── NotFound             404: unknown id (or route)
+    │   │   └── CollectionNotFound  404 `collection_not_found`: no collection of that name
     │   ├── RateLimited          429: over a rate limit; `retry_after_s` from Retry-After
     │   ├── ServerError          500, 502 and other 5xx
     │   └── Unavailable          503: no shard or embedder now, or a partial answer with strict
@@ -15,7 +19,9 @@
     └── UnexpectedResponse       an answer that is not what the route documents (a proxy page)
 
 The `code` is the server's stable error code (`invalid_parameter`, `rate_limited`, ...),
-kept as is: callers branch on it when the class is too coarse. An error answer that does
+kept as is: callers branch on it when the class is too coarse. A few (status, code)
+pairs have a class of their own, under their status's class (`_BY_CODE`), so that
+`except NotFound` still catches an unknown collection. An error answer that does
 not carry the project's body (a proxy's page, the object store's XML) still gets its class
 from the status; its code is then `http_<status>`. Any other 4xx is a plain `ApiError`.
 This tree is the client's own and not `simsearch.common.errors` (the server's domain
@@ -35,8 +41,11 @@ __all__ = [
     "ApiError",
     "BadRequest",
     "ClientError",
+    "CollectionNotFound",
     "ConnectionFailed",
+    "FilterTooLarge",
     "Forbidden",
+    "InvalidFilter",
     "NotFound",
     "RateLimited",
     "ServerError",
@@ -78,16 +87,30 @@ class BadRequest(ApiError):
     """400, 413, 415, 422: sending the same request again will not work."""
 
 
+class InvalidFilter(BadRequest):
+    """400 `invalid_filter`: the filter names a field the collection's metadata lacks, or
+    a value or operator its type does not take; `detail` says which."""
+
+
+class FilterTooLarge(InvalidFilter):
+    """400 `filter_too_large`: over the limits (nodes, depth, `in` values, string length)."""
+
+
 class Unauthorized(ApiError):
     """401: the router wants an API key (`api_key=`) and got none or a wrong one."""
 
 
 class Forbidden(ApiError):
-    """403: the key may not do this (a search key on `/admin/reload`)."""
+    """403: the key may not do this (a search key on `/admin/reload`, a key restricted to
+    other collections)."""
 
 
 class NotFound(ApiError):
     """404: the id is not indexed, or its image object is gone."""
+
+
+class CollectionNotFound(NotFound):
+    """404 `collection_not_found`: no healthy shard serves a collection of that name."""
 
 
 class RateLimited(ApiError):
@@ -125,14 +148,22 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     429: RateLimited,
     503: Unavailable,
 }
+# (status, code) -> a class finer than its status's (a subclass of it)
+_BY_CODE: dict[tuple[int, str], type[ApiError]] = {
+    (400, "invalid_filter"): InvalidFilter,
+    (400, "filter_too_large"): FilterTooLarge,
+    (404, "collection_not_found"): CollectionNotFound,
+}
 
 
 def error_from_response(response: httpx.Response) -> ApiError:
     """The typed error for an error answer whose body has been read."""
     status = response.status_code
     body = _error_body(response)
-    cls = _BY_STATUS.get(status, ServerError if status >= 500 else ApiError)
     code = body.get("error") if isinstance(body.get("error"), str) else None
+    cls = _BY_CODE.get((status, code or "")) or _BY_STATUS.get(
+        status, ServerError if status >= 500 else ApiError
+    )
     detail = body.get("detail")
     request_id = body.get("request_id") or response.headers.get("x-request-id")
     return cls(

@@ -3,7 +3,8 @@
 httpx's timeouts bound one step (connecting, one read); a call may take several attempts
 (`retry.py`), so each call also has an overall deadline, and every attempt's timeouts are
 cut to what is left of it. A call that runs out of deadline raises `TimedOut`, or the
-last error it got when the wait before the next attempt would pass the deadline.
+last error it got when there was one (the wait before the next attempt would pass the
+deadline, or did).
 """
 
 from __future__ import annotations

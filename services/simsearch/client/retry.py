@@ -86,14 +86,18 @@ class Attempts:
     rng: Callable[[], float] = random.random
     made: int = 0
     _ends: float = field(init=False)
+    _last: ClientError | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._ends = self.clock() + self.deadline_s
 
     def remaining(self) -> float:
-        """Seconds of the deadline left; raises `TimedOut` once none is."""
+        """Seconds of the deadline left; once none is, the last attempt's error (a wait
+        that overslept the deadline on a busy machine), else `TimedOut`."""
         left = self._ends - self.clock()
         if left <= 0:
+            if self._last is not None:
+                raise self._last
             raise TimedOut(f"the call's deadline of {self.deadline_s:g}s ran out")
         return left
 
@@ -105,6 +109,7 @@ class Attempts:
 
     def wait_after(self, error: ClientError) -> float:
         """Seconds to wait before the next attempt; re-raises `error` when there is none."""
+        self._last = error
         if not retryable(error) or self.made >= self.policy.attempts:
             raise error
         wait = self.policy.wait_for(error, self.made, self.rng)

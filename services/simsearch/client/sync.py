@@ -18,13 +18,22 @@ from typing import Any, TypeVar, overload
 import httpx
 
 from simsearch.client import calls
-from simsearch.client.calls import Call, ImageInput, Knobs, MatrixLike, VectorLike
+from simsearch.client.calls import (
+    Call,
+    FilterInput,
+    ImageInput,
+    Knobs,
+    MatrixLike,
+    VectorLike,
+)
 from simsearch.client.download import Download
 from simsearch.client.errors import ClientError, translate
 from simsearch.client.options import Timeouts
 from simsearch.client.retry import Attempts, RetryPolicy
 from simsearch.common.api import (
     BatchSearchResponse,
+    CollectionDetail,
+    CollectionList,
     HealthResponse,
     ReloadResponse,
     SearchResponse,
@@ -96,18 +105,31 @@ class Client:
         """`GET /metrics`: the Prometheus text."""
         return self._run(calls.metrics(), request_id)
 
+    # ------------------------------------------------------------------ collections
+
+    def collections(self, *, request_id: str | None = None) -> CollectionList:
+        """`GET /collections`: every collection some healthy shard serves, and the default."""
+        return self._run(calls.collections(), request_id)
+
+    def collection(self, name: str, *, request_id: str | None = None) -> CollectionDetail:
+        """`GET /collections/{name}`: its summary, metadata fields and versions
+        (`CollectionNotFound` if no shard serves it)."""
+        return self._run(calls.collection(name), request_id)
+
     # ------------------------------------------------------------------ search
 
     @overload
     def search_vector(
         self, vector: VectorLike, *, k: int | None = None, nprobe: int | None = None,
-        refine: int | None = None, strict: bool = False, request_id: str | None = None,
+        refine: int | None = None, strict: bool = False, collection: str | None = None,
+        filter: FilterInput | None = None, request_id: str | None = None,
     ) -> SearchResponse: ...  # fmt: skip
 
     @overload
     def search_vector(
         self, *, vectors: MatrixLike, k: int | None = None, nprobe: int | None = None,
-        refine: int | None = None, strict: bool = False, request_id: str | None = None,
+        refine: int | None = None, strict: bool = False, collection: str | None = None,
+        filter: FilterInput | None = None, request_id: str | None = None,
     ) -> BatchSearchResponse: ...  # fmt: skip
 
     def search_vector(
@@ -119,10 +141,18 @@ class Client:
         nprobe: int | None = None,
         refine: int | None = None,
         strict: bool = False,
+        collection: str | None = None,
+        filter: FilterInput | None = None,
         request_id: str | None = None,
     ) -> SearchResponse | BatchSearchResponse:
-        """`POST /search/vector`: one `vector`, or a batch of `vectors` (one list each)."""
-        call: Call[Any] = calls.search_vector(vector, vectors, Knobs(k, nprobe, refine, strict))
+        """`POST /search/vector`: one `vector`, or a batch of `vectors` (one list each).
+
+        `collection`: a named collection's route (`/collections/{name}/search/vector`);
+        None, the router's default collection. `filter`: a `Filter` or its JSON as a dict
+        (validated here: a malformed one is a `ValueError` before anything is sent).
+        """
+        knobs = Knobs.of(k, nprobe, refine, strict, collection, filter)
+        call: Call[Any] = calls.search_vector(vector, vectors, knobs)
         answer: SearchResponse | BatchSearchResponse = self._run(call, request_id)
         return answer
 
@@ -135,10 +165,14 @@ class Client:
         nprobe: int | None = None,
         refine: int | None = None,
         strict: bool = False,
+        collection: str | None = None,
+        filter: FilterInput | None = None,
         request_id: str | None = None,
     ) -> SearchResponse:
-        """`POST /search/image`: bytes, a path or an open binary file, embedded then searched."""
-        call = calls.search_image(image, filename, Knobs(k, nprobe, refine, strict))
+        """`POST /search/image`: bytes, a path or an open binary file, embedded then searched
+        (`collection` and `filter` as in `search_vector`; the filter goes as a form field)."""
+        knobs = Knobs.of(k, nprobe, refine, strict, collection, filter)
+        call = calls.search_image(image, filename, knobs)
         return self._run(call, request_id)
 
     def search_similar(
@@ -149,35 +183,50 @@ class Client:
         nprobe: int | None = None,
         refine: int | None = None,
         strict: bool = False,
+        collection: str | None = None,
+        filter: FilterInput | None = None,
         request_id: str | None = None,
     ) -> SearchResponse:
-        """`GET /search/similar/{id}`: the indexed image itself ranks first."""
-        return self._run(calls.search_similar(id, Knobs(k, nprobe, refine, strict)), request_id)
+        """`GET /search/similar/{id}`: the indexed image itself ranks first (if the filter
+        keeps it). `id` is looked up in `collection`; `filter` as in `search_vector`."""
+        knobs = Knobs.of(k, nprobe, refine, strict, collection, filter)
+        return self._run(calls.search_similar(id, knobs), request_id)
 
     # ------------------------------------------------------------------ images
 
     def image(
-        self, id: int, *, chunk_size: int = CHUNK, request_id: str | None = None
+        self,
+        id: int,
+        *,
+        collection: str | None = None,
+        chunk_size: int = CHUNK,
+        request_id: str | None = None,
     ) -> Iterator[bytes]:
-        """`GET /images/{id}` as chunks, a 307 to a presigned URL followed (without the key).
+        """`GET /images/{id}` as chunks, a 307 to a presigned URL followed (without the key);
+        `collection`: `GET /collections/{name}/images/{id}`.
 
         Lazy: the request goes out at the first `next()`, and errors are raised there.
         Retries cover getting the answer; a connection lost mid-download raises
         `ConnectionFailed` (the chunks already handed out cannot be taken back).
         """
-        response = self._open(calls.image(id), request_id)
+        response = self._open(calls.image(id, collection), request_id)
         try:
             yield from self._chunks(response, chunk_size)
         finally:
             response.close()
 
     def save_image(
-        self, id: int, path: str | os.PathLike[str], *, request_id: str | None = None
+        self,
+        id: int,
+        path: str | os.PathLike[str],
+        *,
+        collection: str | None = None,
+        request_id: str | None = None,
     ) -> int:
-        """Download image `id` to `path` (via a temporary file: never a half-written one);
-        the bytes written."""
+        """Download image `id` (of `collection`) to `path` (via a temporary file: never a
+        half-written one); the bytes written."""
         with Download(Path(path)) as download:
-            for chunk in self.image(id, request_id=request_id):
+            for chunk in self.image(id, collection=collection, request_id=request_id):
                 download.write(chunk)
         return download.size
 

@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
+import pydantic
 
-from simsearch.client import ApiError, Client, ClientError
+from simsearch.client import ApiError, Client, ClientError, Filter, calls
 from simsearch.common.errors import ConfigError
 from simsearch.common.layout import IndexLayout
 from simsearch.common.settings import ServiceSettings, load_settings
@@ -320,11 +321,28 @@ def run_search(args: argparse.Namespace) -> int:
     """`simsearch search IMAGE`: the answer as JSON, or the router's error body (exit 1).
 
     Through `simsearch.client`, so a busy or restarting router (503, 429) is retried
-    like any client would, and the error printed is the router's own body.
+    like any client would, and the error printed is the router's own body. A `--filter`
+    that is not JSON or not a filter, a bad `--collection` name or an unreadable image
+    exit 2 before any request: the same command would fail again. `--api-key` defaults
+    to `SIMSEARCH_API_KEY`, so a key need not be on the command line (nor in `ps`).
     """
     try:
-        with Client(args.url) as client:
-            answer = client.search_image(args.image, k=args.k)
+        search_filter = _search_filter(args.filter)
+        collection = calls.collection_name(args.collection)
+        image = args.image.read_bytes()
+    except (ValueError, OSError) as err:
+        print(f"simsearch search: {err}", file=sys.stderr)
+        return 2
+    api_key = args.api_key or os.environ.get("SIMSEARCH_API_KEY") or None
+    try:
+        with Client(args.url, api_key=api_key) as client:
+            answer = client.search_image(
+                image,
+                filename=args.image.name,
+                k=args.k,
+                collection=collection,
+                filter=search_filter,
+            )
     except ApiError as err:
         body = {"status": "error", "error": err.code, "detail": err.detail}
         print(json.dumps({**body, "request_id": err.request_id}, indent=2))
@@ -334,3 +352,18 @@ def run_search(args: argparse.Namespace) -> int:
         return 1
     print(answer.model_dump_json(indent=2))
     return 0
+
+
+def _search_filter(text: str | None) -> Filter | None:
+    """`--filter`'s JSON as a `Filter`; `ValueError` with one readable line otherwise."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--filter is not JSON ({err}): {text[:200]}") from None
+    try:
+        return calls.filter_of(value)
+    except pydantic.ValidationError as err:
+        reasons = "; ".join(e["msg"] for e in err.errors(include_url=False)[:3])
+        raise ValueError(f"--filter is not a filter: {reasons}") from None

@@ -52,4 +52,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     search.add_argument("image", type=Path)
     search.add_argument("--url", default="http://127.0.0.1:8000")
     search.add_argument("-k", type=int, default=10)
+    search.add_argument("--collection", help="a named collection (default: the router's own)")
+    search.add_argument(
+        "--filter", help='only matching images, as JSON: \'{"field": "label", "eq": "tulips"}\''
+    )
+    search.add_argument("--api-key", help="sent as X-API-Key (default: $SIMSEARCH_API_KEY)")
     search.set_defaults(handler=f"{RUNNERS}:run_search")

@@ -6,13 +6,22 @@ plus a second router in front of the same shards with search and admin keys, a p
 vector-search limit of `2/s:4`, and the public S3 endpoint set (so `/images/{id}` is a
 307 the client follows without its key). Answers are checked against the index the
 cluster wrote, not against another HTTP call.
+
+Collections and filters (issue #14): a second collection, `second`, is written into the
+same store (40 of the same keys, other vectors, P=2) and the shards find it on their
+next poll. Those tests need the router's `/collections` routes and the shards'
+collections; until both are merged they skip, saying so. The filtered searches also need
+an index with metadata (the built-in `key` field), and skip without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import httpx
@@ -24,20 +33,45 @@ from simsearch.client import (
     AsyncClient,
     BadRequest,
     Client,
+    CollectionNotFound,
+    FilterTooLarge,
     Forbidden,
+    InvalidFilter,
     NotFound,
     RateLimited,
     RetryPolicy,
     Unauthorized,
 )
+from simsearch.common.ids import key_ids
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import ModelInfo
+from simsearch.common.settings import load_settings
+from simsearch.common.storage import open_store
+from simsearch.indexer.writer import write_index
 from simsearch.local.loadgen import QueryLoad, summarise
-from tests.support.cluster import DIM, N, P, SmallCluster, small_cluster, spawn
-from tests.support.procs import Service, wait_ready
+from simsearch.router.app import create_app
+from simsearch.router.settings import RouterSettings
+from tests.support.cluster import BUCKET, DIM, MODEL, N, P, SmallCluster, small_cluster, spawn
+from tests.support.procs import Service, run_cli, wait_for, wait_ready
 from tests.support.s3server import stop_process
 
 pytestmark = pytest.mark.integration
 
 SEARCH, ADMIN, BURST = "search-key", "admin-key", "burst-key"
+SECOND, SECOND_N = "second", 40  # the second collection: the first 40 keys, other vectors
+
+
+@cache
+def router_serves_collections() -> bool:
+    """Whether this checkout's router has the collection routes (its own OpenAPI)."""
+    app = create_app(load_settings(RouterSettings, shards="http://127.0.0.1:9"))
+    return "/collections" in app.openapi()["paths"]
+
+
+needs_collections = pytest.mark.skipif(
+    not router_serves_collections(),
+    reason="needs the router's /collections routes and the shards' collections (issue #14)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +218,197 @@ def test_the_load_generator_goes_through_the_client(cluster: SmallCluster) -> No
     assert summary.versions == {cluster.version: summary.sent}
     first = sorted(load.samples, key=lambda s: s.sent)[0]
     assert list(first.ids) == nearest(cluster, first.query, 3)
+
+
+def test_the_cli_sends_its_key_from_the_flag_or_the_environment(
+    cluster: SmallCluster, keyed: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photo = tmp_path / "q.jpg"
+    photo.write_bytes(cluster.images[cluster.paths[1]])
+    search = ("search", str(photo), "--url", keyed.url, "-k", "2")
+    monkeypatch.delenv("SIMSEARCH_API_KEY", raising=False)
+    anonymous = run_cli(*search, cwd=tmp_path, timeout_s=120)
+    assert anonymous.returncode == 1 and json.loads(anonymous.stdout)["error"] == "unauthorized"
+    flagged = run_cli(*search, "--api-key", SEARCH, cwd=tmp_path, timeout_s=120)
+    assert flagged.returncode == 0, flagged.stderr
+    assert len(json.loads(flagged.stdout)["results"]) == 2
+    monkeypatch.setenv("SIMSEARCH_API_KEY", SEARCH)
+    from_env = run_cli(*search, cwd=tmp_path, timeout_s=120)
+    assert from_env.returncode == 0, from_env.stderr
+
+
+# ---- collections and filters (issue #14): skipped until the router and shards serve them
+
+
+@dataclass(frozen=True)
+class Second:
+    """The second collection as written: its version, ids, unit vectors and keys."""
+
+    version: str
+    ids: np.ndarray
+    vectors: np.ndarray
+    paths: list[str]
+
+    def nearest(self, query: np.ndarray, k: int, rows: list[int] | None = None) -> list[int]:
+        """The exact top-k ids among `rows` (all by default)."""
+        chosen = np.arange(len(self.ids)) if rows is None else np.asarray(rows)
+        scores = self.vectors[chosen] @ query
+        return [int(i) for i in self.ids[chosen[np.argsort(-scores)[:k]]]]
+
+
+@pytest.fixture(scope="module")
+def second(cluster: SmallCluster, keyed: Service) -> Second:
+    """`second` published into the cluster's store, then waited for until fully served."""
+    if not router_serves_collections():
+        pytest.skip("needs the router's /collections routes (issue #14)")
+    paths = cluster.paths[:SECOND_N]
+    x = np.random.default_rng(11).standard_normal((SECOND_N, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    layout = IndexLayout(open_store(cluster.router_env["SIMSEARCH_STORE"]), SECOND)
+    model = ModelInfo(name=MODEL, dim=DIM)
+    source = f"s3://{BUCKET}/lib"  # the same photos: the first three keys have objects
+    manifest = write_index(layout, key_ids(paths), x, paths, model, partitions=2, source=source)
+    with Client(keyed.url, api_key=ADMIN) as client:
+        client.reload(timeout_s=10)  # the shards look now, not at their next poll
+
+        def served() -> bool:
+            return client.collection(SECOND).coverage == 1.0
+
+        wait_for(served, 60, f"collection {SECOND} served", ignore=(CollectionNotFound,))
+    return Second(manifest.version, key_ids(paths), x, paths)
+
+
+@needs_collections
+def test_collections_are_listed_and_described(
+    cluster: SmallCluster, keyed: Service, second: Second
+) -> None:
+    with Client(keyed.url, api_key=SEARCH) as client:
+        listing = client.collections()
+        by_name = {c.name: c for c in listing.collections}
+        assert listing.default == "default" and {"default", SECOND} <= set(by_name)
+        default = by_name["default"]
+        assert (default.version, default.vectors, default.partitions) == (cluster.version, N, P)
+        assert (default.dim, default.model, default.coverage) == (DIM, MODEL, 1.0)
+        assert not default.partial
+        detail = client.collection(SECOND)
+        assert (detail.version, detail.vectors, detail.partitions) == (second.version, SECOND_N, 2)
+        assert [(v.version, v.live) for v in detail.versions] == [(second.version, True)]
+        with pytest.raises(CollectionNotFound) as missing:
+            client.collection("no-such-collection")
+        assert missing.value.status == 404 and "no-such-collection" in missing.value.detail
+
+
+@needs_collections
+def test_searches_and_downloads_in_a_collection(
+    cluster: SmallCluster, keyed: Service, second: Second, tmp_path: Path
+) -> None:
+    query = second.vectors[5]
+    with Client(keyed.url, api_key=SEARCH) as client:
+        one = client.search_vector(query, k=4, collection=SECOND)
+        assert [h.id for h in one.results] == second.nearest(query, 4)
+        assert (one.index_version, one.partitions, one.coverage) == (second.version, 2, 1.0)
+        assert one.results[0].url == f"/collections/{SECOND}/images/{one.results[0].id}"
+        assert client.search_vector(query, k=1).index_version == cluster.version  # the default
+        batch = client.search_vector(vectors=second.vectors[:2], k=1, collection=SECOND)
+        assert [row[0].id for row in batch.results] == [int(i) for i in second.ids[:2]]
+        similar = client.search_similar(int(second.ids[7]), k=3, collection=SECOND, strict=True)
+        assert [h.id for h in similar.results] == second.nearest(second.vectors[7], 3)
+        photo = cluster.images[cluster.paths[1]]
+        by_image = client.search_image(photo, filename="q.jpg", k=3, collection=SECOND)
+        assert len(by_image.results) == 3 and by_image.index_version == second.version
+        first = int(second.ids[0])
+        assert b"".join(client.image(first, collection=SECOND)) == cluster.images[cluster.paths[0]]
+        assert client.save_image(first, tmp_path / "a.jpg", collection=SECOND) > 0
+        with pytest.raises(NotFound) as not_in_second:  # a default-collection id only
+            client.search_similar(int(cluster.ids[100]), collection=SECOND)
+        assert type(not_in_second.value) is NotFound
+        with pytest.raises(CollectionNotFound):
+            client.search_vector(query, collection="nope")
+        with pytest.raises(CollectionNotFound):
+            client.search_similar(first, collection="nope")
+        with pytest.raises(CollectionNotFound):
+            b"".join(client.image(first, collection="nope"))
+
+
+@needs_collections
+def test_a_filter_the_collection_cannot_take_is_an_invalid_filter(
+    cluster: SmallCluster, keyed: Service, second: Second
+) -> None:
+    """On the old routes and a collection's: a field no collection has is a 400."""
+    bad = {"field": "no_such_field", "eq": "x"}
+    photo = cluster.images[cluster.paths[1]]
+    with Client(keyed.url, api_key=SEARCH) as client:
+        for collection in (None, SECOND):
+            with pytest.raises(InvalidFilter) as raised:
+                client.search_vector(second.vectors[0], collection=collection, filter=bad)
+            assert (raised.value.status, raised.value.code) == (400, "invalid_filter")
+            with pytest.raises(InvalidFilter):
+                client.search_similar(int(second.ids[0]), collection=collection, filter=bad)
+            with pytest.raises(InvalidFilter):
+                client.search_image(photo, collection=collection, filter=bad)
+
+
+@needs_collections
+def test_filtered_searches_in_a_collection(keyed: Service, second: Second) -> None:
+    """Filters on the built-in `key`: exact answers among the rows the filter keeps."""
+    with Client(keyed.url, api_key=SEARCH) as client:
+        if "key" not in (client.collection(SECOND).metadata or {}):
+            pytest.skip("the test index has no metadata (write_index without built-in fields)")
+        prefix = {"field": "key", "prefix": "photos/000"}  # keys 0000..0009
+        kept = [i for i, p in enumerate(second.paths) if p.startswith("photos/000")]
+        query = second.vectors[25]
+        found = client.search_vector(query, k=5, collection=SECOND, filter=prefix)
+        assert [h.id for h in found.results] == second.nearest(query, 5, kept)
+        similar = client.search_similar(int(second.ids[3]), k=3, collection=SECOND, filter=prefix)
+        assert similar.results[0].id == int(second.ids[3])
+        assert all(h.path.startswith("photos/000") for h in similar.results)
+        picked = {"field": "key", "in": [second.paths[i] for i in (4, 30, 31)]}
+        both = {"and": [picked, {"not": prefix}]}
+        only = client.search_vector(query, k=10, collection=SECOND, filter=both)
+        assert {h.id for h in only.results} == {int(second.ids[30]), int(second.ids[31])}
+        huge = {"or": [{"field": "key", "eq": f"k{i}"} for i in range(70)]}
+        with pytest.raises(FilterTooLarge) as raised:
+            client.search_vector(query, collection=SECOND, filter=huge)
+        assert raised.value.code == "filter_too_large"
+
+
+@needs_collections
+def test_collections_async(cluster: SmallCluster, keyed: Service, second: Second) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(keyed.url, api_key=SEARCH) as client:
+            assert SECOND in {c.name for c in (await client.collections()).collections}
+            assert (await client.collection(SECOND)).version == second.version
+            answers = await asyncio.gather(
+                *(client.search_similar(int(i), k=1, collection=SECOND) for i in second.ids[:3])
+            )
+            assert [a.results[0].id for a in answers] == [int(i) for i in second.ids[:3]]
+            chunks = [c async for c in client.image(int(second.ids[1]), collection=SECOND)]
+            assert b"".join(chunks) == cluster.images[cluster.paths[1]]
+            with pytest.raises(CollectionNotFound):
+                await client.search_vector(second.vectors[0], collection="nope")
+            with pytest.raises(InvalidFilter):
+                await client.search_image(
+                    cluster.images[cluster.paths[2]],
+                    collection=SECOND,
+                    filter={"field": "no_such_field", "in": [1, 2]},
+                )
+
+    asyncio.run(scenario())
+
+
+@needs_collections
+def test_the_cli_searches_a_collection(
+    cluster: SmallCluster, keyed: Service, second: Second, tmp_path: Path
+) -> None:
+    photo = tmp_path / "q.jpg"
+    photo.write_bytes(cluster.images[cluster.paths[1]])
+    search = ("search", str(photo), "--url", keyed.url, "--api-key", SEARCH, "-k", "3")
+    done = run_cli(*search, "--collection", SECOND, cwd=tmp_path, timeout_s=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["index_version"] == second.version and len(answer["results"]) == 3
+    bad = '{"field": "no_such_field", "eq": 1}'
+    refused = run_cli(*search, "--collection", SECOND, "--filter", bad, cwd=tmp_path)
+    assert refused.returncode == 1 and json.loads(refused.stdout)["error"] == "invalid_filter"
+    unknown = run_cli(*search, "--collection", "nope", cwd=tmp_path, timeout_s=120)
+    assert json.loads(unknown.stdout)["error"] == "collection_not_found"

@@ -21,8 +21,12 @@ from simsearch.client import (
     AsyncClient,
     BadRequest,
     Client,
+    CollectionList,
+    CollectionNotFound,
     ConnectionFailed,
+    FilterTooLarge,
     Forbidden,
+    InvalidFilter,
     NotFound,
     RateLimited,
     RetryPolicy,
@@ -119,6 +123,54 @@ def test_error_answers_become_typed_errors_with_the_code_kept(
     assert type(raised.value) is cls
     assert (raised.value.status, raised.value.code) == (status, "some_code")
     assert raised.value.detail == "the reason" and raised.value.request_id == "rid-1"
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [
+        (404, "collection_not_found", CollectionNotFound), (404, "not_found", NotFound),
+        (400, "invalid_filter", InvalidFilter), (400, "filter_too_large", FilterTooLarge),
+        (400, "invalid_parameter", BadRequest), (403, "forbidden", Forbidden),
+        (400, "collection_not_found", BadRequest),  # a code under another status: the status's
+        (404, "invalid_filter", NotFound),
+    ],
+)  # fmt: skip
+def test_the_codes_with_a_class_of_their_own(status: int, code: str, cls: type[ApiError]) -> None:
+    handler, seen = sequence(error(status, code, "the reason"))
+    with client(handler) as c, pytest.raises(cls) as raised:
+        c.search_vector([1.0], collection="flowers", filter={"field": "label", "eq": "x"})
+    assert type(raised.value) is cls and raised.value.code == code and len(seen) == 1
+    assert issubclass(CollectionNotFound, NotFound) and issubclass(FilterTooLarge, InvalidFilter)
+    assert issubclass(InvalidFilter, BadRequest)
+
+
+def test_collections_and_a_search_in_one(tmp_path: Path) -> None:
+    summary = {
+        "name": "flowers", "version": "v1", "vectors": 3, "partitions": 2, "dim": 4,
+        "model": "m", "coverage": 1.0, "partial": False, "metadata": {"label": "string"},
+    }  # fmt: skip
+    listing = {"default": "default", "collections": [summary]}
+    detail = {**summary, "versions": [
+        {"version": "v1", "live": True, "partitions": 2, "coverage": 1.0, "vectors": 3}
+    ]}  # fmt: skip
+    answers = {"/collections": listing, "/collections/flowers": detail}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path in answers:
+            return httpx.Response(200, json=answers[request.url.path])
+        if request.url.path == "/collections/flowers/images/3":
+            return httpx.Response(200, content=b"img")
+        assert request.url.path == "/collections/flowers/search/similar/3", request.url
+        assert json.loads(request.url.params["filter"]) == {"field": "label", "in": ["a"]}
+        return httpx.Response(200, json=ANSWER)
+
+    with client(handler) as c:
+        assert c.collections() == CollectionList.model_validate(listing)
+        found = c.collection("flowers")
+        assert found.metadata == {"label": "string"} and found.versions[0].live
+        filtered = c.search_similar(3, collection="flowers", filter={"field": "label", "in": ["a"]})
+        assert filtered.k == 1
+        assert c.save_image(3, tmp_path / "a.jpg", collection="flowers") == 3
 
 
 def test_an_error_without_our_body_keeps_its_status_and_text() -> None:
@@ -262,6 +314,19 @@ def test_the_async_client_shares_the_same_behaviour(tmp_path: Path) -> None:
         async with AsyncClient(transport=httpx.MockTransport(handler), retry=FAST) as c:
             with pytest.raises(ConnectionFailed):
                 await c.stats()
+        handler, seen = sequence(
+            error(404, "collection_not_found"), httpx.Response(200, content=b"img")
+        )
+        async with AsyncClient(transport=httpx.MockTransport(handler), retry=FAST) as c:
+            with pytest.raises(CollectionNotFound):
+                await c.search_image(b"x", collection="nope", filter={"field": "a", "eq": 1})
+            assert [b async for b in c.image(4, collection="flowers")] == [b"img"]
+            with pytest.raises(ValueError):  # refused before sending
+                await c.search_similar(4, filter={"field": "a"})
+        assert [r.url.path for r in seen] == [
+            "/collections/nope/search/image",
+            "/collections/flowers/images/4",
+        ]
 
     asyncio.run(scenario())
 

@@ -97,6 +97,17 @@ def test_no_attempt_starts_after_the_deadline() -> None:
         loop.start()
 
 
+def test_a_wait_that_oversleeps_the_deadline_raises_the_last_error() -> None:
+    """A busy machine's sleep may end past the deadline: the server's 503 says more than
+    "the deadline ran out" (seen as a flaky test_the_deadline_bounds_the_retries)."""
+    loop = attempts(RetryPolicy(attempts=10, backoff_s=0.5), deadline_s=2.0, jitter=1.0)
+    loop.start()
+    assert loop.wait_after(Unavailable(503, "unavailable", "no shard")) == 0.5
+    loop.clock.now += 2.5  # type: ignore[attr-defined]  # slept 0.5 s, woke 2 s late
+    with pytest.raises(Unavailable):
+        loop.start()
+
+
 def test_errors_that_are_not_retried_are_raised_at_once() -> None:
     loop = attempts(RetryPolicy(attempts=5))
     loop.start()
