@@ -33,16 +33,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from search_bench import spawn, wait_ready  # noqa: E402  (a sibling script)
+from search_bench import spawn, wait_ready
 
-from simsearch.client import Client  # noqa: E402
-from simsearch.common.features import open_features  # noqa: E402
-from simsearch.common.ids import key_ids  # noqa: E402
-from simsearch.common.layout import IndexLayout  # noqa: E402
-from simsearch.common.manifest import Manifest, new_version_id  # noqa: E402
-from simsearch.common.metadata import BUILTIN_FIELDS, FieldType  # noqa: E402
-from simsearch.common.metatable import METADATA_FILE, build_table, write_table  # noqa: E402
-from simsearch.common.storage import open_store  # noqa: E402
+from simsearch.client import Client
+from simsearch.common.features import open_features
+from simsearch.common.ids import key_ids
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import Manifest, new_version_id
+from simsearch.common.metadata import BUILTIN_FIELDS, FieldType
+from simsearch.common.metatable import METADATA_FILE, build_table, write_table
+from simsearch.common.storage import open_store
 
 K = 10
 TAGS = [f"t{i}" for i in range(10)]
@@ -238,7 +238,12 @@ def measure(
 
     def recall(truth: np.ndarray) -> float:
         return float(
-            np.mean([len(set(f) & set(t.tolist())) / expected for f, t in zip(found, truth)])
+            np.mean(
+                [
+                    len(set(f) & set(t.tolist())) / expected
+                    for f, t in zip(found, truth, strict=True)
+                ]
+            )
         )
 
     return {
