@@ -93,6 +93,7 @@ def version_info(view: VersionView, settings: ShardSettings, live: str | None) -
         recall_probe=manifest.probe.recall if manifest.probe else None,
         probe_queries=manifest.probe.queries if manifest.probe else None,
         scoring_dim=manifest.params.pca_dim,
+        metadata=manifest.metadata,
     )
 
 
