@@ -252,9 +252,16 @@ TIE_MARGIN = 0.25  # extra candidates fetched so that ties at the cut-off can be
 
 
 def candidates(
-    ivf: Any, xq: np.ndarray, kc: int, coarse_i: np.ndarray, coarse_d: np.ndarray
+    ivf: Any,
+    xq: np.ndarray,
+    kc: int,
+    coarse_i: np.ndarray,
+    coarse_d: np.ndarray,
+    selector: faiss.IDSelector | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top `kc` by approximate score, ties broken by id: the same set for any split.
+
+    With `selector` only the ids it accepts are scanned (a filtered search, `shard.filtered`).
 
     Fast-scan scores are quantised, so equal scores are common, and FAISS breaks ties
     by list order, which differs between one index and the same vectors split into
@@ -263,7 +270,7 @@ def candidates(
     rule), which is what congruence with one in-process index needs.
     """
     extra = kc + max(8, int(kc * TIE_MARGIN))
-    dist, ids = scan(ivf, xq, extra, coarse_i, coarse_d)
+    dist, ids = scan(ivf, xq, extra, coarse_i, coarse_d, selector)
     key = np.where(ids < 0, -np.inf, dist)
     order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -key), axis=1)[:, :kc]
     return (

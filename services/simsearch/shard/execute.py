@@ -2,7 +2,9 @@
 
 `execute` is what a search request costs once it has been checked (`query.py`); it runs
 on the event loop for small batches and in the search pool otherwise (see
-`ShardService.search`), so it touches nothing but the query's own version snapshot.
+`ShardService.search`), so it touches nothing but the query's own version snapshot. A
+query with a filter takes `Searcher.search_filtered` (`filtered.py`), one without it the
+unfiltered search unchanged.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 
 import numpy as np
 
-from simsearch.common.topk import can_rank
+from simsearch.common.topk import Candidates, can_rank
 from simsearch.common.wire import ShardCandidates, encode_array
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.query import ShardQuery
@@ -26,9 +28,12 @@ def execute(query: ShardQuery, metrics: ShardMetrics) -> ShardCandidates:
     if query.wanted and view.index is not None:
         partitions = {p: view.ready[p].partition for p in query.wanted}
         searcher = Searcher(view.index, partitions, view.manifest.partitions)
-        found = searcher.search(
-            query.queries, query.k, query.wanted, query.nprobe, query.refine, query.projected
-        )
+        if query.filter is None:
+            found = searcher.search(
+                query.queries, query.k, query.wanted, query.nprobe, query.refine, query.projected
+            )
+        else:
+            found = _filtered(searcher, query, metrics)
         ids, approx, exact = found.ids, found.approx, found.exact
         wanted_ids = np.where(can_rank(ids, exact, query.k), ids, -1)  # see can_rank
         paths = candidate_paths(view, *searcher.locate(wanted_ids, query.wanted))
@@ -48,6 +53,23 @@ def execute(query: ShardQuery, metrics: ShardMetrics) -> ShardCandidates:
         paths=paths,
         took_ms=round(seconds * 1000, 3),
     )
+
+
+def _filtered(searcher: Searcher, query: ShardQuery, metrics: ShardMetrics) -> Candidates:
+    """The filtered search (see `filtered.py`), counted by the path it took."""
+    assert query.filter is not None
+    found, path = searcher.search_filtered(
+        query.queries,
+        query.k,
+        query.wanted,
+        query.nprobe,
+        query.refine,
+        query.filter,
+        query.filter_exact_max,
+        query.projected,
+    )
+    metrics.filtered_searches.labels(path).inc()
+    return found
 
 
 def candidate_paths(view: VersionView, numbers: np.ndarray, rows: np.ndarray) -> list[list[str]]:

@@ -26,10 +26,12 @@ deleting `<cache_dir>/.stamps/` forces that on the next start. The device number
 stamped: it may change when the volume is mounted again, and the path already pins the
 file.
 
-`load_partition` then memory-maps the partition (`searcher.load_partition`) and reads its
-`paths` into memory: every search answer carries the path of each candidate, and a
-partition's paths are a few MB at most (~80 bytes × its vectors), so holding them beats
-opening the HDF5 file for every request (h5py serialises all access behind one lock).
+`load_partition` then memory-maps the partition (`searcher.load_partition`: the index, the
+features and, for a version with metadata, its `metadata.arrow` table, which filters are
+evaluated on) and reads its `paths` into memory: every search answer carries the path of
+each candidate, and a partition's paths are a few MB at most (~80 bytes × its vectors), so
+holding them beats opening the HDF5 file for every request (h5py serialises all access
+behind one lock).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from simsearch.common.manifest import FileRef, Manifest, PartitionInfo, verify_f
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.searcher import Partition, VersionIndex, load_partition, load_template
 
-__all__ = ["PartitionCache", "Served", "read_paths"]
+__all__ = ["PartitionCache", "Served", "partition_refs", "read_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ _STAMP_FORMAT = 1  # part of every stamp: a new layout makes old stamps mismatch
 
 @dataclass(frozen=True)
 class Served:
-    """A partition ready to search: its FAISS index, its exact vectors and its paths."""
+    """A partition ready to search: its FAISS index, its exact vectors, its metadata table
+    (in `partition`) and its paths."""
 
     info: PartitionInfo
     partition: Partition
@@ -72,8 +75,16 @@ class Served:
     def number(self) -> int:
         return self.info.partition
 
-    def refs(self) -> tuple[FileRef, FileRef]:
-        return self.info.index, self.info.features
+    def refs(self) -> tuple[FileRef, ...]:
+        """Every file the partition is served from (index, features, metadata if any)."""
+        return partition_refs(self.info)
+
+
+def partition_refs(info: PartitionInfo) -> tuple[FileRef, ...]:
+    """The files of one partition: index, features, and the metadata table when it has one."""
+    if info.metadata is None:
+        return info.index, info.features
+    return info.index, info.features, info.metadata
 
 
 class PackedPaths:
@@ -233,7 +244,8 @@ class PartitionCache:
         info = manifest.partition_files[number]
         index_path = self.fetch(info.index)
         features_path = self.fetch(info.features)
-        partition = load_partition(number, index_path, features_path, version)
+        metadata_path = self.fetch(info.metadata) if info.metadata is not None else None
+        partition = load_partition(number, index_path, features_path, version, metadata_path)
         paths = read_paths(features_path)
         held = (int(partition.index.ntotal), len(partition.features.ids), len(paths))
         if any(count != info.count for count in held):

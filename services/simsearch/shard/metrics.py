@@ -24,6 +24,13 @@ class ShardMetrics:
         self.queries = Counter(
             "simsearch_shard_queries", "Query vectors searched.", registry=registry
         )
+        self.filtered_searches = Counter(
+            "simsearch_shard_filtered_searches",
+            "Filtered search requests by path: exact (the few selected rows scored) or ivf "
+            "(the IVF scan with an id selector).",
+            ["path"],
+            registry=registry,
+        )
         self.search_seconds = Histogram(
             "simsearch_shard_search_seconds",
             "FAISS search + exact re-ranking time of one request.",

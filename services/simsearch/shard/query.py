@@ -3,7 +3,9 @@
 Every check a request must pass before FAISS sees it lives here, so that the search
 itself (`execute.py`) can trust its input. The checks are on the hot path: plain
 comparisons, one decode of the vectors, one finiteness scan and the one native-order
-float32 copy FAISS is given — no model validation, nothing awaited.
+float32 copy FAISS is given — no model validation, nothing awaited. A filter is checked
+against the version's metadata schema (`check_filter`: an unknown field, a wrong type, a
+version without metadata, a filter over the limits are 400s) only when there is one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from simsearch.common.errors import (
     PartitionsNotReady,
     VersionNotLoaded,
 )
+from simsearch.common.filters import Filter, check_filter
 from simsearch.common.wire import ShardSearchRequest, decode_array
 from simsearch.shard.settings import ShardSettings
 from simsearch.shard.versions import Holdings, VersionView
@@ -34,11 +37,15 @@ class ShardQuery:
     nprobe: int
     refine: int
     projected: bool = False  # queries are already in the version's scoring space
+    filter: Filter | None = None  # checked against the version's schema
+    filter_exact_max: int = 0  # with a filter: selections up to this are scanned exactly
 
 
 def prepare(request: ShardSearchRequest, holdings: Holdings, settings: ShardSettings) -> ShardQuery:
     """Check `request` against the held version and the limits; 4xx reasons name the field."""
     view = held_view(holdings, request.version, settings)
+    if request.filter is not None:
+        check_filter(request.filter, view.manifest.metadata)
     wanted = sorted(set(request.partitions))
     check_partitions(view, wanted, settings)
     dim = view.manifest.model.dim
@@ -72,6 +79,8 @@ def prepare(request: ShardSearchRequest, holdings: Holdings, settings: ShardSett
         nprobe,
         refine,
         request.space == "index",
+        request.filter,
+        settings.filter_exact_max,
     )
 
 

@@ -24,30 +24,39 @@ import contextlib
 import ctypes
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import faiss
 import numpy as np
+import pyarrow as pa
 
 from simsearch.common.ann import Template, candidates, to_fast_scan
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.features import FeatureFile, open_features
+from simsearch.common.filters import Filter
+from simsearch.common.metatable import open_table
 from simsearch.common.topk import Candidates
+from simsearch.shard import filtered
+
+T = TypeVar("T")
 
 MMAP_FLAGS = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
 STACKS_KEPT = 4  # partition sets a version keeps stacks for (steady state needs one)
+SELECTIONS_KEPT = 8  # filters whose selection a version keeps (see `shard.filtered`)
 
 
 @dataclass
 class Partition:
-    """One loaded partition: its inverted lists (mapped or in RAM) and its exact vectors."""
+    """One loaded partition: its inverted lists (mapped or in RAM), its exact vectors and
+    its metadata table (memory-mapped; None for a version without metadata)."""
 
     number: int
     index: faiss.Index
     features: FeatureFile
+    table: pa.Table | None = None
 
 
 def load_template(trained_path: Path) -> VersionIndex:
@@ -56,10 +65,18 @@ def load_template(trained_path: Path) -> VersionIndex:
 
 
 def load_partition(
-    number: int, index_path: Path, features_path: Path, version: VersionIndex
+    number: int,
+    index_path: Path,
+    features_path: Path,
+    version: VersionIndex,
+    metadata_path: Path | None = None,
 ) -> Partition:
-    """Memory-map a partition's index and features and attach the version's shared
-    quantizer."""
+    """Memory-map a partition's index, features and metadata table and attach the
+    version's shared quantizer.
+
+    The table must describe the features' rows in their order (`open_table` checks the
+    ids): a filter evaluated on misaligned rows would select other images.
+    """
     template = version.template
     index = faiss.read_index(str(index_path), MMAP_FLAGS)
     ivf = faiss.extract_index_ivf(index)
@@ -70,7 +87,9 @@ def load_partition(
         )
     ivf.quantizer = template.quantizer
     ivf.own_fields = False
-    return Partition(number, index, open_features(features_path))
+    features = open_features(features_path)
+    table = open_table(metadata_path, features.ids) if metadata_path is not None else None
+    return Partition(number, index, features, table)
 
 
 class VersionIndex:
@@ -82,10 +101,11 @@ class VersionIndex:
 
     def __init__(self, template: Template) -> None:
         self.template = template
-        self._stacks: OrderedDict[tuple[int, ...], _Stack] = OrderedDict()
+        self._stacks: OrderedDict[tuple[int, ...], Stack] = OrderedDict()
+        self._selections: OrderedDict[tuple[object, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def stack(self, parts: list[Partition]) -> _Stack:
+    def stack(self, parts: list[Partition]) -> Stack:
         """One index over `parts` (sorted by number), cached by the partitions' identity."""
         key = tuple(id(part.index) for part in parts)
         with self._lock:
@@ -105,6 +125,27 @@ class VersionIndex:
         """Drop every stack (partitions left: stacks holding them must not keep them alive)."""
         with self._lock:
             self._stacks.clear()
+            self._selections.clear()
+
+    def selection(self, key: tuple[object, ...], make: Callable[[], T]) -> T:
+        """The cached value of `key` (a filter over a partition set), made on a miss.
+
+        What a filter selects in a given set of partitions never changes while the version
+        is held, and a selection can cost more than the scan (an id set of 500k entries
+        takes ~0.1 s to build), so the last `SELECTIONS_KEPT` are kept. Two searches
+        missing the same key at once both make it; the second one kept wins, harmlessly.
+        """
+        with self._lock:
+            found = self._selections.get(key)
+            if found is not None:
+                self._selections.move_to_end(key)
+                return cast(T, found)
+        made = make()
+        with self._lock:
+            self._selections[key] = made
+            while len(self._selections) > SELECTIONS_KEPT:
+                self._selections.popitem(last=False)
+        return made
 
 
 class Searcher:
@@ -141,21 +182,55 @@ class Searcher:
         if not projected:
             xq = self.template.project(xq)
         coarse_d, coarse_i = self.template.coarse(xq, nprobe)
-        stack = self._stack(wanted)
+        stack = self.stack_of(wanted)
         # one scan over the stacked lists, cut at kc by (score, id): no heap to merge
         dist, ids = candidates(stack.index, xq, kc, coarse_i, coarse_d)
         return Candidates(ids, dist, stack.exact(xq, ids))
 
+    def search_filtered(
+        self,
+        queries: np.ndarray,
+        k: int,
+        wanted: Sequence[int],
+        nprobe: int,
+        refine: int,
+        node: Filter,
+        exact_max: int,
+        projected: bool = False,
+    ) -> tuple[Candidates, str]:
+        """`search` restricted to the rows `node` selects, and the path taken (`filtered`).
+
+        A method of its own so that the unfiltered search stays as it was, not one check
+        longer.
+        """
+        missing = [p for p in wanted if p not in self.partitions]
+        if missing:
+            raise InvalidParameter(f"partitions {missing[:8]} are not loaded on this shard")
+        nq = len(queries)
+        kc = k * max(1, refine)
+        if not wanted:
+            return Candidates.empty(nq), filtered.EXACT_PATH
+        xq = np.ascontiguousarray(queries, dtype=np.float32)
+        if not projected:
+            xq = self.template.project(xq)
+        stack = self.stack_of(wanted)
+        key = (tuple(sorted(set(wanted))), node.model_dump_json(), exact_max)
+        selection = self.version.selection(key, lambda: filtered.select(node, stack, exact_max))
+        if selection.path == filtered.EXACT_PATH:
+            return filtered.exact_candidates(stack, selection, xq, kc), selection.path
+        found = filtered.ivf_candidates(stack, selection, self.template, xq, kc, nprobe)
+        return found, selection.path
+
     def locate(self, ids: np.ndarray, wanted: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Partition number and row of each id among `wanted` (-1, -1 where absent)."""
-        return self._stack(wanted).locate(ids)
+        return self.stack_of(wanted).locate(ids)
 
-    def _stack(self, wanted: Sequence[int]) -> _Stack:
+    def stack_of(self, wanted: Sequence[int]) -> Stack:
         return self.version.stack([self.partitions[p] for p in sorted(set(wanted))])
 
 
 @dataclass
-class _Stack:
+class Stack:
     """Several partitions as one: a stacked IVF index and one sorted id table over them.
 
     `slot`/`row` say where each id of `sorted_ids` lives (which partition of `numbers`,
@@ -167,12 +242,14 @@ class _Stack:
     keep: tuple[Any, ...]  # what the stack points at, kept alive with it
     numbers: np.ndarray  # partition number of each slot
     vectors: list[np.ndarray]  # memory-mapped features of each slot
+    slot_ids: list[np.ndarray]  # the ids of each slot, in row order
+    tables: list[pa.Table | None]  # memory-mapped metadata of each slot (filters)
     sorted_ids: np.ndarray
     slot: np.ndarray
     row: np.ndarray
 
     @classmethod
-    def build(cls, index: Any, keep: tuple[Any, ...], parts: list[Partition]) -> _Stack:
+    def build(cls, index: Any, keep: tuple[Any, ...], parts: list[Partition]) -> Stack:
         ids = [part.features.ids for part in parts]
         all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
         order = np.argsort(all_ids, kind="stable")
@@ -186,6 +263,8 @@ class _Stack:
             keep,
             np.array([part.number for part in parts], dtype=np.int64),
             [np.asarray(part.features.vectors) for part in parts],  # plain views: fast gathers
+            ids,
+            [part.table for part in parts],
             all_ids[order],
             slot[order],
             row[order],
@@ -231,7 +310,7 @@ class _Stack:
         return scores
 
 
-def _combined(parts: list[Partition], template: Template) -> _Stack:
+def _combined(parts: list[Partition], template: Template) -> Stack:
     """One IVF index over several partitions' inverted lists.
 
     Scanning partitions one by one recomputes the look-up tables of every probed list
@@ -256,7 +335,7 @@ def _combined(parts: list[Partition], template: Template) -> _Stack:
         combo.replace_invlists(stacked, False)
         combo.ntotal = sum(faiss.extract_index_ivf(part.index).ntotal for part in parts)
         keep = (stacked, lists, tuple(parts))
-    return _Stack.build(combo, keep, parts)
+    return Stack.build(combo, keep, parts)
 
 
 def release_free_memory() -> None:

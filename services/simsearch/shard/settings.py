@@ -87,6 +87,16 @@ class ShardSettings(KeySettings):
     max_candidates: int = Field(
         MAX_CANDIDATES, ge=1, description="Largest k·refine one query may ask for (bounds memory)."
     )
+    filter_exact_max: int = Field(
+        20_000,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "A filtered search that selects at most this many rows of the requested "
+            "partitions scores them all exactly; above, the IVF scan with an id selector "
+            "and nprobe scaled by 1/selectivity (docs/shard.md, Filtered search)."
+        ),
+    )
     search_workers: int = Field(4, ge=1, le=256, description="Threads running FAISS searches.")
     faiss_threads: int = Field(
         1,

@@ -34,7 +34,7 @@ from datetime import datetime
 from simsearch.common.errors import LocalWriteError, ObjectNotFound, StorageError
 from simsearch.common.manifest import Manifest
 from simsearch.common.placement import partitions_for
-from simsearch.shard.loader import PartitionCache, Served
+from simsearch.shard.loader import PartitionCache, Served, partition_refs
 from simsearch.shard.searcher import VersionIndex
 
 __all__ = ["Holdings", "VersionView"]
@@ -293,7 +293,7 @@ class Holdings:
             keys.add(state.manifest.trained.key)
             files = state.manifest.partition_files
             for p in state.ready.keys() | state.assigned:
-                keys.update((files[p].index.key, files[p].features.key))
+                keys.update(ref.key for ref in partition_refs(files[p]))
         return keys
 
     def _sweep_once(self) -> None:
