@@ -487,12 +487,15 @@
     defaultCollection = body.default;
     const names = collections.map((c) => c.name);
     const chosen = [wanted, collection, defaultCollection, names[0]].find((n) => names.includes(n));
-    el.collection.replaceChildren(...collections.map((c) => {
-      const option = document.createElement('option');
-      option.value = c.name;
-      option.textContent = c.name === defaultCollection ? `${c.name} (default)` : c.name;
-      return option;
-    }));
+    const shown = Array.from(el.collection.options, (o) => o.value);
+    if (shown.join('\n') !== names.join('\n')) {  // a refresh leaves an open picker alone
+      el.collection.replaceChildren(...collections.map((c) => {
+        const option = document.createElement('option');
+        option.value = c.name;
+        option.textContent = c.name === defaultCollection ? `${c.name} (default)` : c.name;
+        return option;
+      }));
+    }
     el.collection.value = chosen;
     collection = chosen;
     el.collectionBox.hidden = collections.length < 2;
