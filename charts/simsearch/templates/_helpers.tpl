@@ -192,6 +192,22 @@ Where the images live: s3://bucket/prefix (what the indexer scans, the router se
 {{- end }}
 
 {{/*
+What the embedder may read (SIMSEARCH_ALLOWED_ROOTS): the images the indexer sends it
+(s3.imagesPrefix, or every collection's images), then embedder.allowedRoots.
+*/}}
+{{- define "simsearch.embedderRoots" -}}
+{{- if .Values.collections }}
+{{- $roots := list }}
+{{- range .Values.collections }}
+{{- $roots = append $roots .images }}
+{{- end }}
+{{- concat $roots .Values.embedder.allowedRoots | uniq | join "," }}
+{{- else }}
+{{- prepend .Values.embedder.allowedRoots (include "simsearch.imagesUri" .) | join "," }}
+{{- end }}
+{{- end }}
+
+{{/*
 Environment shared by every role that talks to S3: endpoint, region, addressing and the
 credentials (from a Secret, or none for workload identity). Logging settings too.
 */}}

@@ -5,12 +5,16 @@ processes on loopback with the `file` topology and discovery sources: `topology.
 (how many shards exist, read by every shard) and `shards.json` (their URLs, read by the
 router) in the state folder. `scale` rewrites both, exactly as a StatefulSet resize
 changes what the Kubernetes sources report. Every process logs to `logs/ROLE.log`.
+
+The state file also records the collections `up` indexed (`collections_of` reads them
+from the `--images [NAME=]PATH` flags), so `status`, `scale` and the supervisor know them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,9 +26,13 @@ from pathlib import Path
 import httpx
 
 from simsearch.common.errors import ConfigError
+from simsearch.common.manifest import is_index_name
 from simsearch.local.roles import SERVE_ARGS
 
 STATE_FILE = "state.json"
+# `NAME=PATH`: a name is what comes before the first "=", if it holds no "/", "\\" or ":"
+# (so `s3://b/x=y` and `photos/a=b` stay paths, and `./a=b` is the folder "a=b").
+_NAMED = re.compile(r"^([^=/\\:]+)=(.+)$")
 
 
 @dataclass
@@ -44,7 +52,13 @@ class Process:
 
 @dataclass
 class ClusterState:
-    """What `up` started, so that `scale`, `status` and `down` can find it."""
+    """What `up` started, so that `scale`, `status` and `down` can find it.
+
+    `index` names the default collection (the old routes' one) and `images` its images;
+    `collections` maps every collection's name to its images root, in the order `up`
+    built them ("" for an imported features.h5). A state file written before collections
+    has none: `all_collections` then reads it as the one index it was.
+    """
 
     folder: str
     store: str
@@ -54,6 +68,23 @@ class ClusterState:
     replication: int = 1
     processes: list[Process] = field(default_factory=list)
     supervisor_pid: int | None = None  # `simsearch supervise` (local/supervisor.py)
+    collections: dict[str, str] = field(default_factory=dict)
+
+    def all_collections(self) -> dict[str, str]:
+        """Name → images root of every collection (the default one included)."""
+        return dict(self.collections) or {self.index: self.images}
+
+    def image_roots(self) -> list[str]:
+        """Every images root, once each: what the embedder may read."""
+        return list(dict.fromkeys(r for r in self.all_collections().values() if r))
+
+    def router_images(self) -> str:
+        """`SIMSEARCH_IMAGES_ROOT` of the router: only with one collection.
+
+        With several, each collection's images are where its manifest's `source` says
+        (the router reads it from the store), since one root cannot serve them all.
+        """
+        return self.images if len(self.all_collections()) == 1 else ""
 
     def save(self) -> None:
         path = Path(self.folder) / STATE_FILE
@@ -73,6 +104,55 @@ class ClusterState:
             (p for p in self.processes if p.role.startswith("shard-")),
             key=lambda p: int(p.role.split("-")[1]),
         )
+
+
+def uri_of(path: str) -> str:
+    """A URI as given, a local path made absolute (what every role is handed)."""
+    return path if "://" in path else str(Path(path).resolve())
+
+
+def collections_of(specs: list[str], default: str) -> dict[str, str]:
+    """Collection name → images URI from the `--images [NAME=]PATH` flags, in their order.
+
+    The first unnamed one is the default collection (named `default`, the `--index` name
+    the router and the shards are given); other unnamed ones are named after their folder,
+    lower-cased, with every character an index name may not hold turned into "-".
+    """
+    found: dict[str, str] = {}
+    unnamed = 0
+    for spec in specs:
+        named = _NAMED.match(spec)
+        path = named.group(2) if named else spec
+        if named:
+            name = named.group(1)
+            if not is_index_name(name):
+                raise ConfigError(
+                    f"--images {spec}: {name!r} is no collection name "
+                    "(lower-case letters, digits, '-' and '_', at most 63, not starting with '-')"
+                )
+        else:
+            name = default if unnamed == 0 else _folder_name(path)
+            unnamed += 1
+        uri = uri_of(path)
+        if name in found:
+            raise ConfigError(
+                f"two --images are collection {name!r}: {found[name]} and {uri}; "
+                "name one of them with --images NAME=PATH"
+            )
+        found[name] = uri
+    return found
+
+
+def _folder_name(path: str) -> str:
+    """The collection name of an unnamed `--images` after the first: its folder's name."""
+    folder = path.rstrip("/").rsplit("/", 1)[-1] if "://" in path else Path(path).resolve().name
+    name = re.sub(r"[^a-z0-9_-]", "-", folder.lower())
+    if not is_index_name(name):
+        raise ConfigError(
+            f"--images {path}: its folder name {folder!r} makes no collection name; "
+            f"name it with --images NAME={path}"
+        )
+    return name
 
 
 def alive(pid: int) -> bool:

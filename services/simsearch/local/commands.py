@@ -23,15 +23,20 @@ from simsearch.common.errors import ConfigError
 from simsearch.common.layout import IndexLayout
 from simsearch.common.settings import ServiceSettings, load_settings
 from simsearch.common.storage import open_store
-from simsearch.local.cluster import ClusterState, Process, alive, spawn, stop, wait_ready
+from simsearch.local.cluster import (
+    ClusterState,
+    Process,
+    alive,
+    collections_of,
+    spawn,
+    stop,
+    uri_of,
+    wait_ready,
+)
 from simsearch.local.roles import embedder_env, indexer_args, router_env, shard_env
 from simsearch.local.supervisor import locked, supervise
 
 SAMPLES = Path(__file__).resolve().parents[3] / "samples" / "flowers" / "images"
-
-
-def _uri(value: str | None, default: Path) -> str:
-    return value if value and "://" in value else str(Path(value or default).resolve())
 
 
 def _write_topology(state: ClusterState, shards: list[Process]) -> None:
@@ -75,10 +80,10 @@ def respawn(state: ClusterState, dead: Process) -> Process:
     elif dead.role == "router":
         embedder = next((p for p in state.processes if p.role == "embedder"), None)
         embedder_url = embedder.url if embedder else ""
-        env = router_env(state.store, state.images, state.index, embedder_url, folder)
+        env = router_env(state.store, state.router_images(), state.index, embedder_url, folder)
         service = "router"
     else:
-        env, service = embedder_env(state.images), "embedder"
+        env, service = embedder_env(*state.image_roots()), "embedder"
     again = spawn(dead.role, service, dead.port, env, folder / "logs")
     again.restarts = dead.restarts + 1
     state.processes[state.processes.index(dead)] = again
@@ -109,43 +114,64 @@ def run_supervise(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    """Embedder → index build (or features.h5 import) → shards → router; prints the URL."""
+    """Embedder → index builds (or features.h5 import) → shards → router; prints the URL."""
     folder = args.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "state.json").exists() and any(
         alive(p.pid) for p in ClusterState.load(folder).processes
     ):
         raise ConfigError(f"a local cluster already runs from {folder}; `simsearch down` first")
-    if args.features is not None and args.images is not None:
-        raise ConfigError("give --images (embed photos) or --features (import vectors), not both")
-    images = _uri(args.images, SAMPLES) if args.features is None else ""
-    state = ClusterState(
-        str(folder),
-        _uri(args.store, folder / "store"),
-        args.index,
-        images,
-        args.port,
-        replication=args.replication,
-    )
+    state = _new_state(args, folder)
     embedder_url = _publish_index(state, args, folder)
     shards = [_start_shard(state, i) for i in range(args.shards)]
     _write_topology(state, shards)
-    env = router_env(state.store, images, args.index, embedder_url, folder)
+    env = router_env(state.store, state.router_images(), state.index, embedder_url, folder)
     router = spawn("router", "router", args.port, env, folder / "logs")
     state.processes.append(router)
     state.save()
     for shard in shards:
         wait_ready(shard, 300)
     wait_ready(router, 120)
-    _wait_complete(router, 120)
+    _wait_complete(router, 120, list(state.all_collections()))
     _start_supervisor(state)
     print(f"simsearch is up: {router.url}  (logs in {folder / 'logs'}; stop with `simsearch down`)")
+    if len(state.all_collections()) > 1:
+        print(f"collections: {', '.join(state.all_collections())} (default: {state.index})")
     return 0
 
 
+def _new_state(args: argparse.Namespace, folder: Path) -> ClusterState:
+    """The state of a cluster about to start, with its collections (checked first).
+
+    The default collection is the one named `--index` ("default": the first unnamed
+    `--images`), or, when every `--images` is named and none so, the first one.
+    """
+    if args.features is not None and args.images is not None:
+        raise ConfigError("give --images (embed photos) or --features (import vectors), not both")
+    if args.features is not None:
+        collections = {args.index: ""}
+    else:
+        collections = collections_of(args.images or [str(SAMPLES)], args.index)
+    index = args.index if args.index in collections else next(iter(collections))
+    return ClusterState(
+        str(folder),
+        uri_of(args.store or str(folder / "store")),
+        index,
+        collections[index],
+        args.port,
+        replication=args.replication,
+        collections=collections,
+    )
+
+
 def _publish_index(state: ClusterState, args: argparse.Namespace, folder: Path) -> str:
-    """Index the images through a started embedder (its URL is returned), or import
-    `--features` (no embedder: "" is returned and image search answers 503)."""
+    """Index each collection through a started embedder (its URL is returned), or import
+    `--features` (no embedder: "" is returned and image search answers 503).
+
+    The builds run one after the other, in the order of the flags, each with its own
+    progress bar and its own resume folder (`build/<name>`: a journal holds keys relative
+    to one images root, so two collections must never share one).
+    """
     if args.features is not None:
         imported = [
             "index", "import-h5", str(args.features), "--store", state.store,
@@ -153,16 +179,19 @@ def _publish_index(state: ClusterState, args: argparse.Namespace, folder: Path) 
         ]  # fmt: skip
         subprocess.run([sys.executable, "-m", "simsearch.cli", *imported], check=True)
         return ""
-    env = embedder_env(state.images)
+    env = embedder_env(*state.image_roots())
     embedder = spawn("embedder", "embedder", args.port + 1, env, folder / "logs")
     state.processes.append(embedder)
     state.save()
     print(f"starting the embedder ({embedder.log}) …", flush=True)
     wait_ready(embedder, 300)
-    build = indexer_args(
-        state.images, state.store, state.index, embedder.url, args.partitions, folder / "build"
-    )
-    subprocess.run([sys.executable, "-m", "simsearch.cli", *build], check=True)
+    collections = state.all_collections()
+    for name, images in collections.items():
+        if len(collections) > 1:
+            print(f"indexing collection {name!r} from {images} …", flush=True)
+        workdir = folder / "build" / name
+        build = indexer_args(images, state.store, name, embedder.url, args.partitions, workdir)
+        subprocess.run([sys.executable, "-m", "simsearch.cli", *build], check=True)
     return embedder.url
 
 
@@ -211,15 +240,14 @@ def _scale(args: argparse.Namespace) -> int:
 
 
 def _wait_covered(state: ClusterState, shards: list[Process], timeout_s: float) -> None:
-    """Wait until `shards` together have every partition of the live version ready."""
+    """Wait until `shards` together have every partition of each collection's live version."""
     s3 = load_settings(ServiceSettings).s3_options()  # SIMSEARCH_S3_*, as `up` was given
-    layout = IndexLayout(open_store(state.store, s3), state.index)
+    store = open_store(state.store, s3)
+    layouts = [IndexLayout(store, name) for name in state.all_collections()]
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
-            live = layout.current()
-            missing = _uncovered(client, shards, live) if live else None
-            if missing == set():
+            if all(_covered(client, shards, layout) for layout in layouts):
                 return
             time.sleep(0.2)
     raise ConfigError(
@@ -228,26 +256,43 @@ def _wait_covered(state: ClusterState, shards: list[Process], timeout_s: float) 
     )
 
 
-def _wait_complete(router: Process, timeout_s: float) -> None:
-    """Until the router answers from every partition (`/health` coverage 1.0).
+def _covered(client: httpx.Client, shards: list[Process], layout: IndexLayout) -> bool:
+    live = layout.current()
+    return live is not None and _uncovered(client, shards, live, layout.name) == set()
+
+
+def _wait_complete(router: Process, timeout_s: float, collections: list[str]) -> None:
+    """Until the router answers from every partition of every collection.
 
     The router is ready as soon as it can answer at all (possibly partially: what a
     Service needs); `up` promises more, a cluster that answers completely, so it waits
-    for the router's next poll to have seen every shard's loaded partitions.
+    for the router's next poll to have seen every shard's loaded partitions: `/health`
+    coverage 1.0 (the default collection) and, with several, each one complete in
+    `GET /collections`.
     """
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=5.0) as client:
         while time.monotonic() < deadline:
             try:
-                if client.get(f"{router.url}/health").json().get("coverage") == 1.0:
+                if _complete(client, router.url, collections):
                     return
-            except (httpx.HTTPError, ValueError):
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
                 pass
             time.sleep(0.2)
     raise ConfigError(
-        f"the router did not see every partition served within {timeout_s:.0f}s "
-        "(see the shard logs)"
+        f"the router did not see every partition of {', '.join(collections)} served within "
+        f"{timeout_s:.0f}s (see the shard logs)"
     )
+
+
+def _complete(client: httpx.Client, url: str, collections: list[str]) -> bool:
+    if client.get(f"{url}/health").json().get("coverage") != 1.0:
+        return False
+    if len(collections) == 1:
+        return True
+    listed = client.get(f"{url}/collections").json()["collections"]
+    complete = {c["name"] for c in listed if c["version"] and c["coverage"] == 1.0}
+    return set(collections) <= complete
 
 
 def _wait_router_without(state: ClusterState, shards: int, timeout_s: float) -> None:
@@ -277,8 +322,10 @@ def _wait_router_without(state: ClusterState, shards: int, timeout_s: float) -> 
     )
 
 
-def _uncovered(client: httpx.Client, shards: list[Process], version: str) -> set[int] | None:
-    """Partitions of `version` no shard has ready (None until the version is known)."""
+def _uncovered(
+    client: httpx.Client, shards: list[Process], version: str, collection: str
+) -> set[int] | None:
+    """Partitions of `collection`'s `version` no shard has ready (None until it is known)."""
     ready: set[int] = set()
     total: int | None = None
     for shard in shards:
@@ -287,7 +334,7 @@ def _uncovered(client: httpx.Client, shards: list[Process], version: str) -> set
         except (httpx.HTTPError, ValueError):
             return None
         for held in info["versions"]:
-            if held["version"] == version:
+            if held["version"] == version and held.get("collection", "default") == collection:
                 total = held["partitions"]
                 ready.update(held["ready"])
     return None if total is None else set(range(total)) - ready
@@ -301,6 +348,9 @@ def run_status(args: argparse.Namespace) -> int:
     pid = state.supervisor_pid
     watching = "up" if pid is not None and alive(pid) else "DOWN (crashed roles stay down)"
     print(f"{'supervisor':10s} pid {pid or 0:<8d} {'':28s} {watching}")
+    for name, images in state.all_collections().items():
+        default = " (default)" if name == state.index else ""
+        print(f"collection {name}{default}: {images or 'imported features.h5'}")
     return 0
 
 

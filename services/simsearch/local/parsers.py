@@ -20,14 +20,21 @@ LOCAL_PARTITIONS = 16
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The local-cluster commands."""
     up = sub.add_parser("up", help="run a whole cluster locally and print its URL")
-    up.add_argument("--images", help="images to index (default: the bundled sample photos)")
+    up.add_argument(
+        "--images",
+        action="append",
+        metavar="[NAME=]PATH",
+        help="images to index as one collection, repeatable: the first unnamed is the "
+        "default collection (--index), other unnamed ones are named after their folder "
+        "(default: the bundled sample photos)",
+    )
     up.add_argument(
         "--features",
         type=Path,
         help="serve an old service's features.h5 instead (vector search only: no embedder)",
     )
     up.add_argument("--store", help="object store for the index (default: .simsearch/store)")
-    up.add_argument("--index", default="default")
+    up.add_argument("--index", default="default", help="the default collection's name")
     up.add_argument("--shards", type=int, default=2)
     up.add_argument("--port", type=int, default=8000, help="router port; others follow it")
     up.add_argument("--partitions", type=int, default=LOCAL_PARTITIONS)

@@ -88,16 +88,17 @@ def router_env(
     return {name: value for name, value in env.items() if value}
 
 
-def embedder_env(images: str) -> dict[str, str]:
+def embedder_env(*roots: str) -> dict[str, str]:
     """A local embedder may read only the images being indexed (model: the default).
 
     `/embed/keys` fetches what callers name, so it is fenced to `SIMSEARCH_ALLOWED_ROOTS`;
-    the indexer sends it URIs under `images`. Without it the embedder would have no root
-    at all (local mode sets no `SIMSEARCH_STORE` for it) and refuse every key, so `up`
-    could not build. An empty `images` (an imported features.h5) starts no embedder; the
-    `{}` then only keeps the function total.
+    the indexer sends it URIs under the images roots, one per collection. Without it the
+    embedder would have no root at all (local mode sets no `SIMSEARCH_STORE` for it) and
+    refuse every key, so `up` could not build. No root (an imported features.h5) starts
+    no embedder; the `{}` then only keeps the function total.
     """
-    return _env(allowed_roots=images) if images else {}
+    given = [root for root in roots if root]
+    return _env(allowed_roots=",".join(given)) if given else {}
 
 
 def indexer_args(

@@ -3,8 +3,11 @@
 Plain files shipped in the package (`router/static/`: `index.html`, `app.js`, `app.css`;
 package data in pyproject), read once with importlib.resources: no build step, no Node, no
 external assets or CDNs. The page calls the same public API a program would
-(`POST /search/image`, `GET /search/similar/{id}`, `GET /images/{id}`, `GET /stats`,
-`GET /health`) with relative URLs, so it also works behind a path prefix.
+(`GET /collections`, then `POST /collections/{name}/search/image`,
+`GET /collections/{name}/search/similar/{id}` and the hits' own image URLs; `GET /stats`,
+`GET /health`) with relative URLs, so it also works behind a path prefix. Its collection
+picker shows only when there are several; a router that lists none is searched through
+the routes without a collection (`/search/image`…), as before collections.
 
 The one thing rendered per request is whether the router needs an API key
 (`data-api-key` on `<html>`), so the page shows its key field before the first search

@@ -1,9 +1,11 @@
 """The router's search page in a real browser: headless Debian chromium driven by playwright.
 
-A local cluster (`simsearch up`, one shard) indexes 42 sample photos of three classes; a
-second router on the same shards runs with SIMSEARCH_API_KEYS. The tests upload photos
-through the page's file input and read what the page shows: the grid, the scores, the
-completeness summary, the status panel, the error messages, and (with keys on) where the
+A local cluster (`simsearch up`, one shard) indexes two collections: 42 sample photos of
+three classes (the default collection) and 8 synthetic pictures drawn here with PIL
+("shapes"); a second router on the same shards runs with SIMSEARCH_API_KEYS. The tests
+upload photos through the page's file input and read what the page shows: the grid, the
+scores, the completeness summary, the status panel, the error messages, the collection
+picker (each collection answers with its own images only), and (with keys on) where the
 key travels. What the browser needs comes from the project's own files: Debian's chromium
 and the playwright package are installed by scripts/install-browser.sh (run by
 `make tools`; run here if either is missing).
@@ -41,6 +43,13 @@ pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
 CLASSES = ("daisy", "roses", "sunflowers")
 PER_CLASS = 14
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 60, 220),
+    "gold": (240, 190, 20),
+}
+SHAPES = [f"{shape}-{colour}.png" for shape in ("disc", "bar") for colour in COLOURS]
 KEY = "page-test-key-7c41e0"
 SLOW_MS = 60_000  # an upload's embedding on a busy 2-core machine
 
@@ -72,29 +81,49 @@ class Cluster:
     url: str
     folder: Path
     images: Path
+    shapes: Path
     state: ClusterState
+
+
+def draw_shapes(folder: Path) -> None:
+    """Eight pictures unlike any flower: a disc or a bar of one colour on white."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True)
+    for name in SHAPES:
+        shape, colour = name.removesuffix(".png").split("-")
+        picture = Image.new("RGB", (320, 240), "white")
+        draw = ImageDraw.Draw(picture)
+        box = (90, 50, 230, 190) if shape == "disc" else (40, 95, 280, 145)
+        (draw.ellipse if shape == "disc" else draw.rectangle)(box, fill=COLOURS[colour])
+        picture.save(folder / name)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """`simsearch up --shards 1` on 14 photos of each of three classes."""
+    """`simsearch up --shards 1`: 14 photos of each of three classes, and the shapes."""
     work = tmp_path_factory.mktemp("page")
     images = work / "images"
     for name in CLASSES:
         (images / name).mkdir(parents=True)
         for photo in sorted((SAMPLE_IMAGES / name).glob("*.jpg"))[:PER_CLASS]:
             shutil.copy(photo, images / name / photo.name)
+    shapes = work / "Shapes"  # an unnamed second --images: named after its folder
+    draw_shapes(shapes)
     folder = work / "state"
     port = free_port_block()
     up = simsearch(
         "up",
-        *("--images", str(images), "--shards", "1", "--partitions", "4"),
+        *("--images", str(images), "--images", str(shapes)),
+        *("--shards", "1", "--partitions", "4"),
         *("--port", str(port), "--folder", str(folder)),
         cwd=work,
     )
     try:
         assert up.returncode == 0, up.stderr[-3000:]
-        yield Cluster(f"http://127.0.0.1:{port}", folder, images, ClusterState.load(folder))
+        state = ClusterState.load(folder)
+        assert list(state.all_collections()) == ["default", "shapes"]
+        yield Cluster(f"http://127.0.0.1:{port}", folder, images, shapes, state)
     finally:
         if (folder / "state.json").exists():
             down = simsearch("down", "--folder", str(folder), cwd=work)
@@ -105,9 +134,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def keyed_router(cluster: Cluster) -> Iterator[Service]:
     """A second router over the same shards and embedder, with API keys on."""
     embedder = next(p for p in cluster.state.processes if p.role == "embedder")
-    env = router_env(
-        cluster.state.store, cluster.state.images, cluster.state.index, embedder.url, cluster.folder
-    )
+    state = cluster.state
+    env = router_env(state.store, state.router_images(), state.index, embedder.url, cluster.folder)
     with start_service("router", {**env, "SIMSEARCH_API_KEYS": f"other-key,{KEY}"}) as router:
         yield router
 
@@ -151,12 +179,11 @@ def failed_loads_only(errors: list[str], *statuses: int) -> list[str]:
     return [e for e in errors if not expected.search(e)]
 
 
-def search_answer(url: str, photo: Path, k: int) -> dict[str, Any]:
+def search_answer(url: str, photo: Path, k: int, collection: str = "") -> dict[str, Any]:
     """The API's own answer, to compare with the page (ids as exact Python ints)."""
+    route = f"{url}/collections/{collection}/search/image" if collection else f"{url}/search/image"
     with photo.open("rb") as handle:
-        response = httpx.post(
-            f"{url}/search/image", params={"k": k}, files={"file": handle}, timeout=60
-        )
+        response = httpx.post(route, params={"k": k}, files={"file": handle}, timeout=60)
     response.raise_for_status()
     answer: dict[str, Any] = response.json()
     return answer
@@ -237,7 +264,8 @@ def test_search_page_upload_more_like_this_and_errors(
         img = images.nth(i)
         assert img.get_attribute("alt") == cards.nth(i).get_attribute("data-path")
         assert img.get_attribute("loading") == "lazy"
-        assert img.get_attribute("src") == f"images/{api['results'][i]['id']}"
+        src = f"collections/default/images/{api['results'][i]['id']}"  # the hit's own url
+        assert img.get_attribute("src") == src
     page.wait_for_function(VISIBLE_IMAGES_LOADED, timeout=SLOW_MS)
 
     # Keyboard: Enter on a result opens the full image; Escape closes it, focus returns.
@@ -261,7 +289,7 @@ def test_search_page_upload_more_like_this_and_errors(
     wait_for_grid(page, second_path, k)
     assert float(cards.first.locator(".score").inner_text()) >= 0.99
     expect(page.locator("#preview-caption")).to_have_text(f"Images like {second_path}")
-    assert page.url.endswith(f"/?similar={second_id}")
+    assert page.url.endswith(f"/?collection=default&similar={second_id}")
     new_paths = [cards.nth(i).get_attribute("data-path") for i in range(k)]
     assert new_paths != [r["path"] for r in api["results"]]
 
@@ -335,6 +363,89 @@ def test_search_page_on_a_phone_width_screen_drop_and_paste(
         page.evaluate(GIVE_FILE, {"url": f"images/{image_id}", "name": path, "event": event})
         wait_for_grid(page, str(path), 12)
         expect(page.locator("#preview-caption")).to_have_text(f"Query: {path}")
+    assert errors == [], errors
+    context.close()
+
+
+def test_search_page_collection_picker_searches_each_collection(
+    cluster: Cluster, browser: Browser
+) -> None:
+    from playwright.sync_api import expect
+
+    flower = sorted((cluster.images / "roses").glob("*.jpg"))[5]
+    shape = cluster.shapes / "disc-blue.png"
+    listed = httpx.get(f"{cluster.url}/collections").json()
+    assert listed["default"] == "default"
+    assert {c["name"]: c["vectors"] for c in listed["collections"]} == {
+        "default": len(CLASSES) * PER_CLASS,
+        "shapes": len(SHAPES),
+    }
+    # The API itself: each collection answers with its own images only.
+    in_shapes = search_answer(cluster.url, flower, 8, "shapes")["results"]
+    assert sorted(r["path"] for r in in_shapes) == sorted(SHAPES)
+    assert all(r["url"].startswith("/collections/shapes/images/") for r in in_shapes)
+
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors = console_errors(page)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(cluster.url + "/")
+
+    # Two collections: the picker shows both, the router's default chosen.
+    picker = page.get_by_label("Collection")
+    expect(picker).to_be_visible()
+    expect(picker).to_have_value("default")
+    assert picker.locator("option").all_inner_texts() == ["default (default)", "shapes"]
+    expect(page.locator("#st-collection")).to_have_text("default")
+
+    # A flower in the default collection: flowers only, through the collection route.
+    page.get_by_label("Query image").set_input_files(str(flower))
+    wait_for_grid(page, f"roses/{flower.name}", 12)
+    paths = page.locator("#grid > li").evaluate_all("els => els.map(e => e.dataset.path)")
+    assert all(path.split("/")[0] in CLASSES for path in paths), paths
+    assert any("/collections/default/search/image" in url for url in requests)
+
+    # Switching searches the same file in the other collection: shapes only, all 8.
+    picker.select_option("shapes")
+    grid = page.locator("#grid > li")
+    expect(grid).to_have_count(len(SHAPES), timeout=SLOW_MS)
+    expect(page.locator("#results")).to_have_attribute("data-state", "done")
+    paths = grid.evaluate_all("els => els.map(e => e.dataset.path)")
+    assert sorted(paths) == sorted(SHAPES)
+    assert page.url.endswith("/?collection=shapes")
+    expect(page.locator("#st-images")).to_have_text(str(len(SHAPES)))
+    expect(page.locator("#st-collection")).to_have_text("shapes")
+    first_src = page.locator("#grid img").first.get_attribute("src")
+    assert first_src is not None and first_src.startswith("collections/shapes/images/")
+    page.wait_for_function(VISIBLE_IMAGES_LOADED, timeout=SLOW_MS)
+
+    # A shape searched in the shapes collection comes back first; "More like this" stays
+    # in that collection and the address says so (a reload shows the same).
+    page.get_by_label("Results (k)").fill("4")
+    page.get_by_label("Query image").set_input_files(str(shape))
+    wait_for_grid(page, shape.name, 4)
+    bar = grid.nth(1).get_attribute("data-path")
+    bar_id = grid.nth(1).get_attribute("data-id")
+    assert bar in SHAPES and bar_id is not None
+    grid.nth(1).get_by_role("button", name=f"More like {bar}").click()
+    wait_for_grid(page, bar, 4)
+    assert any(f"/collections/shapes/search/similar/{bar_id}" in url for url in requests)
+    assert page.url.endswith(f"/?collection=shapes&similar={bar_id}")
+    page.reload()
+    expect(picker).to_have_value("shapes")
+    expect(grid.first).to_have_attribute("data-path", bar, timeout=SLOW_MS)
+    expect(page.locator("#results")).to_have_attribute("data-state", "done")
+    assert set(grid.evaluate_all("els => els.map(e => e.dataset.path)")) <= set(SHAPES)
+
+    # Back to the default: an id of the shapes collection means nothing there, so the
+    # page starts over instead of searching it; a new upload searches the flowers.
+    picker.select_option("default")
+    expect(grid).to_have_count(0)
+    expect(page.locator("#message")).to_contain_text("choose an image")
+    assert page.url.endswith("/?collection=default")
+    page.get_by_label("Query image").set_input_files(str(flower))
+    wait_for_grid(page, f"roses/{flower.name}", 12)
     assert errors == [], errors
     context.close()
 

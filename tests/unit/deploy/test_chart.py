@@ -54,6 +54,7 @@ def test_every_scenario_of_the_issue_exists() -> None:
         "one-shard",
         "eight-shards",
         "monitoring",
+        "collections",
     }
     assert wanted <= set(ids)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic_settings import BaseSettings
 
 from simsearch.cli import build_parser
@@ -39,12 +40,20 @@ ROLES: dict[str, tuple[str, str, type[BaseSettings]]] = {
 FOLDER = Path("/state")
 
 
-def local_env(role: str) -> dict[str, str]:
+def local_env(role: str, collections: int = 1) -> dict[str, str]:
+    """What `simsearch up` sets; with several collections the router has no images root
+    (each collection's manifest says where its images are) and the embedder one per each."""
     if role == "shard":
         return shard_env("s3://b/index", "default", 0, FOLDER)
     if role == "router":
-        return router_env("s3://b/index", "s3://b/images", "default", "http://e:8001", FOLDER)
-    return embedder_env("s3://b/images")
+        images = "s3://b/images" if collections == 1 else ""
+        return router_env("s3://b/index", images, "default", "http://e:8001", FOLDER)
+    return embedder_env(*(f"s3://b/images-{i}" for i in range(collections)))
+
+
+def collections_in(scenario: Path) -> int:
+    values = yaml.safe_load(scenario.read_text()) or {}
+    return max(1, len(values.get("collections") or []))
 
 
 def container_of(role: str, objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -80,7 +89,7 @@ def test_chart_runs_the_local_command_with_the_local_variables(role: str, scenar
     assert "command" not in container  # the image's ENTRYPOINT is `simsearch`
     assert container["args"] == SERVE_ARGS[role]
     chart = {item["name"] for item in container["env"]}
-    for name in local_env(role):
+    for name in local_env(role, collections_in(scenario)):
         equivalents = (name, *CLUSTER_EQUIVALENTS.get(name, ()))
         assert chart & set(equivalents), f"{role}: the chart sets none of {equivalents}"
     unknown = {n for n in chart if n.startswith(ENV_PREFIX)} - settings_fields(ROLES[role][2])
@@ -131,12 +140,12 @@ def test_shared_values_are_equal_where_they_mean_the_same() -> None:
 def test_indexer_job_runs_the_local_build_command(scenario: Path) -> None:
     objects = render(str(scenario))
     local = indexer_args("s3://b/images", "s3://b/index", "default", "http://e", 64, FOLDER)
-    jobs = [
+    jobs = [  # -indexer, or -indexer-<collection> for each of `collections`
         o
         for o in objects
-        if o["kind"] in ("Job", "CronJob") and o["metadata"]["name"].endswith("-indexer")
+        if o["kind"] in ("Job", "CronJob") and "-indexer" in o["metadata"]["name"]
     ]
-    assert jobs
+    assert len(jobs) >= collections_in(scenario)
     for job in jobs:
         build = containers(pod_specs(job)[0])[0]["args"]  # a CronJob builds in its init container
         flags = {a for a in build if a.startswith("--")}

@@ -68,6 +68,11 @@ def test_the_values_are_what_the_roles_need(tmp_path: Path) -> None:
     assert "SIMSEARCH_EMBEDDER_URL" not in router and "SIMSEARCH_IMAGES_ROOT" not in router
     # without the images as a root, the local embedder would refuse every key of the build
     assert embedder_env("file:///i") == {"SIMSEARCH_ALLOWED_ROOTS": "file:///i"}
+    # one root per collection; none (an imported features.h5): no embedder is started
+    both = embedder_env("file:///i", "", "/j")
+    assert both == {"SIMSEARCH_ALLOWED_ROOTS": "file:///i,/j"}
+    assert len(EmbedderSettings(allowed_roots=both["SIMSEARCH_ALLOWED_ROOTS"]).roots()) == 2
+    assert embedder_env() == embedder_env("") == {}
     assert EmbedderSettings(allowed_roots="file:///i").roots()
     assert EmbedderSettings().roots() == ()
 

@@ -5,6 +5,12 @@
 // header: thumbnails are then fetched with fetch() and shown from blob: URLs (an <img src>
 // cannot send a header), lazily as they scroll into view. Ids are 63-bit integers: they
 // are taken as strings from each result's `url`, never through Number().
+//
+// Collections: the picker is filled from GET /collections (default: its `default`) and
+// shown only when there are several; searches then go to collections/<name>/search/…,
+// thumbnails come from each hit's own `url` (collections/<name>/images/<id>), and the
+// choice is kept in the URL (?collection=). A router without /collections (or one that
+// refuses to list them) is searched through the routes without a collection, as before.
 'use strict';
 
 (() => {
@@ -14,6 +20,7 @@
 
   const el = {
     form: $('search-form'), file: $('file'), drop: $('drop'), k: $('k'),
+    collectionBox: $('collection-box'), collection: $('collection'),
     nprobe: $('nprobe'), refine: $('refine'), advanced: $('advanced'),
     keyBox: $('key-box'), key: $('api-key'), remember: $('remember-key'),
     preview: $('preview'), previewImg: $('preview-img'), previewCaption: $('preview-caption'),
@@ -34,6 +41,9 @@
   const loading = new WeakMap();  // img → promise of its keyed load
   let observer = null;
   let viewerHit = null;
+  let collections = [];       // summaries from GET /collections ([]: routes without one)
+  let defaultCollection = '';
+  let collection = '';        // the chosen one ('' = the routes without a collection)
 
   // ---- API key ------------------------------------------------------------------------
   function initKey() {
@@ -99,6 +109,11 @@
         return ['The image is damaged or truncated and cannot be decoded.', detail];
       case code === 'empty_input':
         return ['Choose an image first.', detail];
+      case code === 'collection_not_found':
+        return [`The collection “${collection}” is not served (any more). Choose another.`,
+          detail];
+      case status === 403:
+        return [`This API key may not search the collection “${collection}”.`, detail];
       case status === 404:
         return ['That image is not in the index any more.', detail];
       case status === 400 || status === 422:
@@ -158,11 +173,11 @@
     if (query.kind === 'file') {
       const data = new FormData();
       data.append('file', query.file, query.file.name || 'pasted-image');
-      request = fetch(`search/image?${p}`, {
+      request = fetch(`${base()}search/image?${p}`, {
         method: 'POST', body: data, headers: authHeaders(), signal: controller.signal,
       });
     } else {
-      request = fetch(`search/similar/${encodeURIComponent(query.id)}?${p}`, {
+      request = fetch(`${base()}search/similar/${encodeURIComponent(query.id)}?${p}`, {
         headers: authHeaders(), signal: controller.signal,
       });
     }
@@ -199,14 +214,25 @@
   }
 
   // ---- results ------------------------------------------------------------------------
+  // A hit's url: ".../images/<id>" or ".../collections/<name>/images/<id>".
+  const HIT_URL = /\/((?:collections\/[^/?#]+\/)?images\/(\d+))$/;
+
   function idOf(hit) {
     // The id as a string from the result's url (".../images/<id>"): exact for 63 bits.
     // A JSON number would already have lost the low bits, so there is no fallback to it.
-    const m = /\/images\/(\d+)$/.exec(hit.url || '');
+    const m = HIT_URL.exec(hit.url || '');
+    return m ? m[2] : null;
+  }
+
+  // The hit's image, relative to the page (so a path prefix in front keeps working).
+  function hitImageUrl(hit) {
+    const m = HIT_URL.exec(hit.url || '');
     return m ? m[1] : null;
   }
 
-  const imageUrl = (id) => `images/${encodeURIComponent(id)}`;
+  // Where the routes of the chosen collection are, relative to the page.
+  const base = () => (collection ? `collections/${encodeURIComponent(collection)}/` : '');
+  const imageUrl = (id) => `${base()}images/${encodeURIComponent(id)}`;
   const percent = (x) => `${(100 * x).toFixed(x < 1 && x > 0.99 ? 1 : 0)} %`;
 
   function clearGrid() {
@@ -245,6 +271,7 @@
 
   function card(hit) {
     const id = idOf(hit);
+    const src = hitImageUrl(hit);
     const li = document.createElement('li');
     li.className = 'card';
     li.dataset.id = id || '';
@@ -260,14 +287,14 @@
     img.height = 240;
     img.decoding = 'async';
     img.loading = 'lazy';
-    img.dataset.src = id ? imageUrl(id) : '';
-    if (!id) {
+    img.dataset.src = src || '';
+    if (!src) {
       img.classList.add('failed');
     } else if (observer) {
       img.classList.add('pending');
       observer.observe(img);
     } else {
-      img.src = imageUrl(id);
+      img.src = src;
     }
     open.append(img);
     open.disabled = !id;
@@ -342,7 +369,7 @@
       setPreviewUrl(src);
     }
     showPreview(src || (apiKey ? '' : imageUrl(id)), `Images like ${path}`, path);
-    history.replaceState(null, '', `?similar=${encodeURIComponent(id)}`);
+    remember(id);
     if (el.viewer.open) el.viewer.close();
     run();
   }
@@ -356,7 +383,7 @@
     if (img.dataset.src && !img.getAttribute('src')) await loadWithKey(img);
     const src = img.getAttribute('src') || '';
     el.viewerImg.src = src;
-    el.viewerOpen.href = src.startsWith('blob:') ? src : imageUrl(id);
+    el.viewerOpen.href = src.startsWith('blob:') ? src : img.dataset.src;
     el.viewer.showModal();
   }
 
@@ -384,7 +411,7 @@
     query = { kind: 'file', file };
     const name = file.name || 'pasted image';
     showPreview(previewUrl, `Query: ${name}`, `Query image: ${name}`);
-    if (location.search) history.replaceState(null, '', location.pathname);
+    remember(null);
     run();
   }
 
@@ -432,6 +459,84 @@
     });
   }
 
+  // ---- collections ---------------------------------------------------------------------
+  // The page's address says what it shows: ?collection= (only with a picker) and, after
+  // "More like this", ?similar=<id> (an id of that collection).
+  function remember(similarId) {
+    const p = new URLSearchParams();
+    if (collections.length > 1 && collection) p.set('collection', collection);
+    if (similarId) p.set('similar', similarId);
+    const search = p.toString();
+    if (`?${search}` !== location.search && (search || location.search)) {
+      history.replaceState(null, '', search ? `?${search}` : location.pathname);
+    }
+  }
+
+  // GET /collections: fill the picker; the wanted one (from the URL) if it is listed, else
+  // the router's default. False when the router lists none (routes without a collection).
+  async function loadCollections(wanted) {
+    let answer;
+    try {
+      answer = await fetch('collections', { cache: 'no-store', headers: authHeaders() });
+    } catch (e) {
+      return false;
+    }
+    const body = answer.ok ? await answer.json().catch(() => null) : null;
+    if (!body || !Array.isArray(body.collections) || !body.collections.length) return false;
+    collections = body.collections;
+    defaultCollection = body.default;
+    const names = collections.map((c) => c.name);
+    const chosen = [wanted, collection, defaultCollection, names[0]].find((n) => names.includes(n));
+    const shown = Array.from(el.collection.options, (o) => o.value);
+    if (shown.join('\n') !== names.join('\n')) {  // a refresh leaves an open picker alone
+      el.collection.replaceChildren(...collections.map((c) => {
+        const option = document.createElement('option');
+        option.value = c.name;
+        option.textContent = c.name === defaultCollection ? `${c.name} (default)` : c.name;
+        return option;
+      }));
+    }
+    el.collection.value = chosen;
+    collection = chosen;
+    el.collectionBox.hidden = collections.length < 2;
+    el.collection.disabled = collections.length < 2;
+    return true;
+  }
+
+  // Another collection: a file query is searched there again; a "More like this" query
+  // named an image of the old collection, so the page starts over.
+  function switchCollection() {
+    collection = el.collection.value;
+    if (inFlight) { inFlight.abort(); inFlight = null; }
+    clearGrid();  // its cards are images of the old collection
+    clearError();
+    finish('empty');
+    if (query && query.kind === 'similar') {
+      query = null;
+      showPreview('', '', '');
+      el.empty.textContent = 'Search with an image to see the most similar ones.';
+      say(`Collection ${collection}: choose an image to search it.`);
+    }
+    remember(null);
+    showCollection();
+    if (query) run();
+  }
+
+  // The status panel's numbers for a collection other than the default (GET /stats
+  // describes the default one).
+  function showCollection() {
+    const summary = collections.find((c) => c.name === collection);
+    $('st-collection-row').hidden = collections.length < 2;
+    $('st-collection').textContent = collection || '–';
+    if (!summary || collection === defaultCollection) return false;
+    $('st-images').textContent = Number(summary.vectors).toLocaleString('en');
+    $('st-model').textContent = summary.model ? `${summary.model} (${summary.dim}-d)` : 'unknown';
+    $('st-version').textContent = summary.version || 'none';
+    $('st-partitions').textContent = summary.partitions
+      ? `${summary.partitions}, coverage ${percent(summary.coverage)}` : 'none';
+    return true;
+  }
+
   // ---- cluster status -----------------------------------------------------------------
   function ranges(numbers) {
     const sorted = [...numbers].sort((a, b) => a - b);
@@ -468,6 +573,8 @@
         : `${s.recall_probe.toFixed(3)} (build-time probe, ${s.probe_queries} queries)`;
       if (s.nprobe) el.nprobe.placeholder = `default ${s.nprobe}`;
       if (s.refine) el.refine.placeholder = `default ${s.refine}`;
+      if (collections.length) await loadCollections(collection);
+      showCollection();
       el.shards.replaceChildren(...(s.shards || []).map((shard) => {
         const tr = document.createElement('tr');
         const name = shard.ordinal === null || shard.ordinal === undefined
@@ -490,23 +597,35 @@
   }
 
   // ---- start --------------------------------------------------------------------------
-  initKey();
-  initInput();
-  refreshStatus();
-  el.refresh.addEventListener('click', refreshStatus);
-  setInterval(refreshStatus, 15000);
-  const similar = new URLSearchParams(location.search).get('similar');
-  if (similar && /^\d+$/.test(similar)) {
-    query = { kind: 'similar', id: similar, path: `image ${similar}` };
-    const caption = `Images like image ${similar}`;
-    if (apiKey) {
-      fetchBlobUrl(imageUrl(similar)).then((url) => {
-        setPreviewUrl(url);
-        showPreview(url, caption, `image ${similar}`);
-      }, () => {});
-    } else if (!needsKey) {
-      showPreview(imageUrl(similar), caption, `image ${similar}`);
+  async function start() {
+    initKey();
+    initInput();
+    const url = new URLSearchParams(location.search);
+    await loadCollections(url.get('collection'));
+    el.collection.addEventListener('change', switchCollection);
+    // A router that lists its collections only with a key: ask again once one is typed.
+    el.key.addEventListener('change', () => {
+      if (!collections.length) loadCollections(url.get('collection')).then(showCollection);
+    });
+    refreshStatus();
+    el.refresh.addEventListener('click', refreshStatus);
+    setInterval(refreshStatus, 15000);
+    const similar = url.get('similar');
+    if (similar && /^\d+$/.test(similar)) {
+      query = { kind: 'similar', id: similar, path: `image ${similar}` };
+      const caption = `Images like image ${similar}`;
+      if (apiKey) {
+        fetchBlobUrl(imageUrl(similar)).then((blob) => {
+          setPreviewUrl(blob);
+          showPreview(blob, caption, `image ${similar}`);
+        }, () => {});
+      } else if (!needsKey) {
+        showPreview(imageUrl(similar), caption, `image ${similar}`);
+      }
+      run();
     }
-    run();
+    remember(query ? query.id : null);
   }
+
+  start();
 })();
