@@ -65,7 +65,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TAG_WORKERS = 16  # GetObjectTagging requests in flight (each is one small round trip)
-# what a version knows without a listing (import-h5, `write_index` without metadata):
+# what a version knows without a listing (import-h5: paths only):
 # size and mtime would be made up, so they are left out of the schema instead
 KEY_FIELDS: Schema = {"key": "string", "content_type": "string"}
 
@@ -126,17 +126,21 @@ def collect_metadata(
     tags: bool = False,
     progress: bool = True,
 ) -> Metadata:
-    """Every scanned image's row and the schema (InvalidParameter for a bad sidecar)."""
+    """Every scanned image's row and the schema (InvalidParameter for a bad sidecar).
+
+    The sidecar is parsed first, so a bad one fails before a single tag is requested.
+    """
+    name, parsed = (sidecar[0], parse_sidecar(sidecar[1], sidecar[0])) if sidecar else (None, {})
     rows = {info.key: builtin_row(info.key, info.size, info.mtime) for info in scanned}
     user: dict[str, dict[str, Any]] = {key: {} for key in rows}
     tagged, tag_fields = _add_tags(images, user, progress) if tags else (0, set())
-    ignored, name, sidecar_fields = 0, None, set()
-    if sidecar is not None:
-        name, data = sidecar
-        parsed = parse_sidecar(data, name)
-        ignored = _add_sidecar(user, parsed, name)
-        sidecar_fields = {f for key, row in parsed.items() if key in user for f in row}
-    schema = infer_schema([row for row in user.values() if row])
+    ignored = _add_sidecar(user, parsed, name) if name is not None else 0
+    sidecar_fields = {f for key, row in parsed.items() if key in user for f in row}
+    try:
+        schema = infer_schema([row for row in user.values() if row])
+    except InvalidParameter as err:
+        sources = " and ".join(s for s in (name, "S3 tags" if tags else None) if s)
+        raise InvalidParameter(f"{sources}: {err.reason}") from None
     for only_tag in tag_fields - sidecar_fields:
         if only_tag in schema:
             schema[only_tag] = "string"  # tag values are strings, even date-like ones

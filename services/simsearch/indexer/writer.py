@@ -3,7 +3,8 @@
 Used by `simsearch index build` (after embedding) and `simsearch index import-h5` (vectors
 from an old `features.h5`), and by tests that need a real index quickly. Files are made
 in a local work folder, uploaded with their sha256, and the version becomes visible only
-when `IndexLayout.publish` flips `CURRENT`.
+when `IndexLayout.publish` flips `CURRENT`. Given a build's `Metadata`, every partition
+also gets its `metadata.arrow` (docs/indexing.md#metadata).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from simsearch.indexer.faissbuild import (
     train_template,
     write_partition,
 )
-from simsearch.indexer.metadata import Metadata, key_metadata, partition_table
+from simsearch.indexer.metadata import Metadata, partition_table
 from simsearch.indexer.probe import TARGET_RECALL, probe
 from simsearch.indexer.settings import DEFAULT_PARTITIONS
 
@@ -98,22 +99,15 @@ def write_index(
 ) -> Manifest:
     """Build every partition from one template and publish a new version.
 
-    With `base` (incremental build) the base's template is reused unless `retrain`, and a
-    partition whose ids did not change is referenced from the base instead of rewritten.
-    `dtype` of the stored features: "auto" is float16 in a PCA scoring space (half the
-    page cache, recall unchanged within 0.001: docs/benchmarks.md §8) and float32 in the
-    raw space (exact plans score from them). Partitions are written by `workers` threads
-    (FAISS and h5py release the GIL for the heavy part). With `probe_recall` the recall
-    probe (`probe.py`) measures recall@10 and sets the default nprobe.
-
-    Every partition gets its `metadata.arrow` from `metadata` (rows by key; default: the
-    key and content type only), in the row order of its features.h5, reused from `base`
-    when its bytes did not change (docs/indexing.md#metadata).
+    With `base` the base's template is reused unless `retrain`, and so is a partition whose
+    ids did not change (and its metadata table when the bytes are the same). `dtype` "auto"
+    stores float16 features in a PCA space (recall unchanged: docs/benchmarks.md §8),
+    float32 in the raw one. `workers` threads write partitions; `probe_recall` measures
+    recall@10 and sets the default nprobe. No `metadata`: a version without (no filters).
     """
     ids = _checked_ids(ids, vectors, paths, model)
     same_shape = base if base is not None and base.partitions == partitions else None
     reuse = None if retrain else same_shape
-    metadata = metadata or key_metadata()
     version = _next_version(base)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="simsearch-build-") as tmp:
         folder = Path(tmp)
@@ -121,11 +115,9 @@ def write_index(
         stored = _stored_dtype(dtype, template)
         y = _scoring_vectors(template, vectors, stored)
         build = _PartitionBuild(layout, version, folder, template, ids, y, paths, stored)
-        build.metadata, build.base = metadata, same_shape  # base: for reusing metadata files
+        build.metadata, build.base = metadata, same_shape
         probe_index = template.empty() if probe_recall and template.nlist > 1 else None
-        one = _partition_step(build, partition_of_many(ids, partitions), reuse, probe_index)
-        with ThreadPoolExecutor(max(1, workers), "partition") as pool:
-            infos = list(pool.map(lambda p: _counted(one(p), progress), range(partitions)))
+        infos = _write_partitions(build, partitions, reuse, probe_index, progress, workers)
         params, found = _probe_version(template, probe_index, ids, y, params, recall_target)
     manifest = Manifest(
         index_name=layout.name,
@@ -141,11 +133,25 @@ def write_index(
         source=source,
         parent=base.version if base is not None else None,
         probe=found,
-        metadata=dict(metadata.schema),
+        metadata=dict(metadata.schema) if metadata is not None else None,
     )
     layout.publish(manifest)
     log.info("published %s: %d vectors in %d partitions", version, len(ids), partitions)
     return manifest
+
+
+def _write_partitions(
+    build: _PartitionBuild,
+    partitions: int,
+    reuse: Manifest | None,
+    probe_index: Any,
+    progress: Progress | None,
+    workers: int,
+) -> list[PartitionInfo]:
+    """Every partition, written (or referenced from `reuse`) by `workers` threads."""
+    one = _partition_step(build, partition_of_many(build.ids, partitions), reuse, probe_index)
+    with ThreadPoolExecutor(max(1, workers), "partition") as pool:
+        return list(pool.map(lambda p: _counted(one(p), progress), range(partitions)))
 
 
 def _checked_ids(
@@ -363,12 +369,14 @@ class _PartitionBuild:
         self.layout, self.version, self.folder = layout, version, folder
         self.template, self.ids, self.y, self.paths, self.dtype = template, ids, y, paths, dtype
         self.lock = threading.Lock()
-        self.metadata = key_metadata()
+        self.metadata: Metadata | None = None  # None: a version without metadata files
         self.base: Manifest | None = None  # metadata files equal to the base's are reused
 
-    def metadata_ref(self, p: int, rows: np.ndarray) -> FileRef:
+    def metadata_ref(self, p: int, rows: np.ndarray) -> FileRef | None:
         """Partition p's metadata.arrow for `rows` (features.h5 order): the base's file when
         the bytes are the same (an unchanged sidecar), else a new one, uploaded."""
+        if self.metadata is None:
+            return None
         path = self.folder / f"{p}-{METADATA_FILE}"
         partition_table(path, self.ids[rows], [self.paths[r] for r in rows], self.metadata)
         old = self.base.partition_files[p].metadata if self.base is not None else None

@@ -93,5 +93,6 @@ def test_build_writes_sidecar_and_tag_metadata_aligned_with_features(
         else:
             assert row["label"] is None and row["rating"] is None
     tagged = [rows[k] for k in keys if rows[k]["camera"] is not None]
-    assert len(tagged) == len(range(0, len(keys), 3)) and all(r["owner"] in ("team-0", "team-1") for r in tagged)
+    assert len(tagged) == len(range(0, len(keys), 3))  # every third photo
+    assert all(r["owner"] in ("team-0", "team-1") for r in tagged)
     assert "bad tag" in done.stderr  # the unusable tag is named in the log, then skipped

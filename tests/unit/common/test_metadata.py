@@ -53,7 +53,7 @@ def test_parse_time_refuses_what_is_not_a_time(value: object) -> None:
 
 
 def test_infer_schema_types_and_the_int_float_mix() -> None:
-    rows = [
+    rows: list[dict[str, object]] = [
         {"key": "a", "label": "tulips", "n": 1, "score": 1, "ok": True, "day": "2024-05-01"},
         {
             "key": "b",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,7 @@ from simsearch.common.metatable import (
 )
 
 SCHEMA: Schema = {"key": "string", "size": "int", "mtime": "time", "score": "float", "ok": "bool"}
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {"key": "a.jpg", "size": 10, "mtime": datetime(2024, 1, 1, tzinfo=UTC), "score": 1, "ok": True},
     {"key": "b.jpg", "size": 20, "mtime": "2024-02-01T00:00:00Z", "score": 0.5},
     {"key": "c.jpg"},
