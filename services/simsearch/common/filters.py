@@ -269,7 +269,13 @@ def _check_range(node: Range, kind: FieldType) -> None:
     if kind not in ("int", "float", "time"):
         raise InvalidFilter(f"'range' needs a numeric or time field; {node.field!r} is {kind}")
     for _op, value in node.range.items():
+        if kind == "int" and not _is_number(value):  # an int field takes any number bound
+            _check_value(node.field, kind, value)
         _check_value(node.field, "float" if kind == "int" else kind, value)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_prefix(node: Prefix, kind: FieldType) -> None:

@@ -54,6 +54,7 @@ SIDECAR_NAMES = ("metadata.jsonl", "metadata.csv")  # looked for at the images r
 _FIELD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]|$)")
 _INT_RE = re.compile(r"^[+-]?\d{1,18}$")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?$")
 
 
@@ -106,6 +107,8 @@ def _type_of(value: object) -> FieldType | None:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise ValueError(f"{value} is outside the 64-bit integer range")
         return "int"
     if isinstance(value, float):
         return "float"
@@ -226,7 +229,9 @@ def _csv_rows(text: str, name: str) -> Iterable[tuple[int, dict[str, Any]]]:
     for row in reader:
         if None in row:
             raise InvalidParameter(f"{name} line {reader.line_num}: more cells than the header")
-        yield reader.line_num, {k: _cell(v) for k, v in row.items() if v not in ("", None)}
+        # the key stays the string it is (a key "0001" must not become the number 1)
+        cells = {k: v if k == "key" else _cell(v) for k, v in row.items() if v not in ("", None)}
+        yield reader.line_num, cells
 
 
 def _cell(value: str) -> Any:

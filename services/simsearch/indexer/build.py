@@ -1,14 +1,17 @@
 """`simsearch index build`: scan → embed (resumable) → write partitions → publish.
 
 Stages and what each one guarantees:
-1. scan: the image keys under the images URI.
+1. scan: the image keys under the images URI, and every image's metadata (built-in
+   fields, the sidecar, S3 tags: `metadata.py`); a bad sidecar stops the build here.
 2. base: with a published index (and not `--full`), its vectors are reused, so only new
    keys are embedded and keys that disappeared from the bucket disappear from the index.
 3. embed: in chunks, each chunk journaled on local disk as it finishes; a build that dies
    and is started again embeds only what is not in the journal. A progress bar shows rate
    and ETA.
 4. write + publish (`writer.write_index`): one template (the base's unless `--retrain`),
-   every partition a copy of it; `CURRENT` flips last.
+   every partition a copy of it, with its metadata table; `CURRENT` flips last. A build
+   that embeds nothing new and whose metadata files would be byte-identical to the
+   base's publishes nothing (`unchanged`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from simsearch.common.errors import ConfigError, NoImages, NotFound
 from simsearch.common.features import open_features
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
-from simsearch.common.manifest import Manifest
-from simsearch.common.storage import ObjectStore
+from simsearch.common.manifest import Manifest, sha256_file
+from simsearch.common.storage import ObjectInfo, ObjectStore, S3Options
 from simsearch.indexer.embedding import EmbedBackend
 from simsearch.indexer.journal import Journal
+from simsearch.indexer.metadata import Metadata, collect_metadata, partition_table, read_sidecar
 from simsearch.indexer.scan import scan_images
 from simsearch.indexer.settings import (
     DEFAULT_EMBED_CHUNK,
@@ -56,6 +60,7 @@ class BuildReport:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     unchanged: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)  # schema, sidecar, ignored rows
 
 
 @dataclass
@@ -69,15 +74,28 @@ class BuildOptions:
     recall_target: float = DEFAULT_RECALL_TARGET  # the recall probe's target for the default nprobe
     workdir: Path | None = None
     progress: bool = True
+    metadata_sidecar: str | None = None  # a path or URI; None: metadata.jsonl/.csv at the root
+    metadata_tags: bool = False  # read each image's S3 object tags as string fields
+    s3: S3Options | None = None  # for a sidecar named by an s3:// URI
 
 
-def existing_vectors(
-    layout: IndexLayout, manifest: Manifest, folder: Path
-) -> dict[str, np.ndarray]:
-    """key → vector of every image in a published version (from its features.h5 files)."""
+@dataclass
+class _Base:
+    """What a build takes from the published version it starts from."""
+
+    manifest: Manifest
+    vectors: dict[str, np.ndarray]  # key → vector
+    rows: list[tuple[np.ndarray, list[str]]]  # per partition: ids and keys, file order
+
+
+def existing_vectors(layout: IndexLayout, manifest: Manifest, folder: Path) -> _Base:
+    """key → vector of every image in a published version (from its features.h5 files),
+    and each partition's ids and keys in file order (to compare metadata files)."""
     out: dict[str, np.ndarray] = {}
+    rows: list[tuple[np.ndarray, list[str]]] = []
     for info in manifest.partition_files:
         if info.count == 0:
+            rows.append((np.zeros(0, np.int64), []))
             continue
         path = folder / f"base-{info.partition}.h5"
         layout.store.download_file(layout.resolve(info.features), path)
@@ -85,8 +103,27 @@ def existing_vectors(
         keys = features.paths(np.arange(len(features.ids)))
         vectors = np.asarray(features.vectors, dtype=np.float32)
         out.update(zip(keys, vectors, strict=True))
+        rows.append((np.asarray(features.ids, np.int64), list(keys)))
         path.unlink()
-    return out
+    return _Base(manifest, out, rows)
+
+
+def same_metadata(base: _Base, metadata: Metadata, folder: Path) -> bool:
+    """Whether every partition's metadata.arrow would be byte-identical to the base's."""
+    if base.manifest.metadata != metadata.schema:
+        return False
+    for info, (ids, keys) in zip(base.manifest.partition_files, base.rows, strict=True):
+        if info.metadata is None:
+            return False
+        path = folder / f"metadata-{info.partition}.arrow"
+        partition_table(path, ids, keys, metadata)
+        same = path.stat().st_size == info.metadata.size and sha256_file(path) == (
+            info.metadata.sha256
+        )
+        path.unlink()
+        if not same:
+            return False
+    return True
 
 
 def _advance(bar: tqdm[Any], count: int) -> None:
@@ -139,34 +176,49 @@ def build(
     started = time.perf_counter()
     report = BuildReport()
     scanned = _scan(images, report)
-    base = _base(layout, options)
-    _check_same_model(base, backend)
+    sidecar = read_sidecar(images, options.metadata_sidecar, options.s3)
+    metadata = collect_metadata(images, scanned, sidecar, options.metadata_tags, options.progress)
+    report.metadata = metadata.summary()
+    manifest = _base(layout, options)
+    _check_same_model(manifest, backend)
     workdir = options.workdir or Path(tempfile.gettempdir()) / "simsearch-build" / layout.name
     journal = Journal(workdir / "journal")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        known = existing_vectors(layout, base, Path(tmp)) if base is not None else {}
-    todo = _todo(scanned, known, journal, report)
+        base = existing_vectors(layout, manifest, Path(tmp)) if manifest is not None else None
+    known = base.vectors if base is not None else {}
+    keys = [info.key for info in scanned]
+    todo = _todo(keys, known, journal, report)
     _embed(backend, todo, journal, options, report)  # refused images are retried every build
-    if base is not None and not (
-        report.embedded or report.resumed or report.deleted or options.retrain
-    ):
+    if base is not None and _nothing_changed(base, metadata, report, options, workdir):
         journal.clear()
-        report.unchanged, report.version = True, base.version
+        report.unchanged, report.version = True, base.manifest.version
         return report
     done = journal.load()
     report.failed.update(journal.failed())
-    keys = [k for k in scanned if k in known or k in done]
+    keys = [k for k in keys if k in known or k in done]
     vectors = np.stack([known[k] if k in known else done[k] for k in keys])
-    manifest = _write(layout, keys, vectors, _Context(images, backend, base, workdir, options))
+    ctx = _Context(images, backend, manifest, workdir, options, metadata)
+    published = _write(layout, keys, vectors, ctx)
     journal.clear()
-    report.version = manifest.version
+    report.version = published.version
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _scan(images: ObjectStore, report: BuildReport) -> list[str]:
-    """Every image key under `images`; none at all is `NoImages` (nothing to build)."""
-    scanned = [info.key for info in scan_images(images)]
+def _nothing_changed(
+    base: _Base, metadata: Metadata, report: BuildReport, options: BuildOptions, workdir: Path
+) -> bool:
+    """No vector to add or drop, no retraining asked, and the same metadata files: a new
+    version would be the base again (so none is published)."""
+    if report.embedded or report.resumed or report.deleted or options.retrain:
+        return False
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        return same_metadata(base, metadata, Path(tmp))
+
+
+def _scan(images: ObjectStore, report: BuildReport) -> list[ObjectInfo]:
+    """Every image under `images`; none at all is `NoImages` (nothing to build)."""
+    scanned = scan_images(images)
     report.scanned = len(scanned)
     if not scanned:
         raise NoImages(f"no images under {images.uri}")
@@ -205,6 +257,7 @@ class _Context:
     base: Manifest | None
     workdir: Path
     options: BuildOptions
+    metadata: Metadata
 
 
 def _write(layout: IndexLayout, keys: list[str], vectors: np.ndarray, ctx: _Context) -> Manifest:
@@ -231,6 +284,7 @@ def _write(layout: IndexLayout, keys: list[str], vectors: np.ndarray, ctx: _Cont
             base=ctx.base,
             retrain=options.retrain,
             recall_target=options.recall_target,
+            metadata=ctx.metadata,
         )
     finally:
         bar.close()

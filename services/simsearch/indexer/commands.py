@@ -44,6 +44,8 @@ def settings_of(args: argparse.Namespace) -> IndexerSettings:
         "recall_target": getattr(args, "recall_target", None),
         "workdir": getattr(args, "workdir", None),
         "progress": getattr(args, "progress", None),
+        "metadata_sidecar": getattr(args, "metadata", None),
+        "metadata_tags": getattr(args, "metadata_tags", None),
     }
     return load_settings(IndexerSettings, **flags)
 
@@ -74,6 +76,9 @@ def run_build(args: argparse.Namespace) -> int:
         recall_target=settings.recall_target,
         workdir=settings.workdir,
         progress=settings.progress,
+        metadata_sidecar=settings.metadata_sidecar,
+        metadata_tags=settings.metadata_tags,
+        s3=settings.s3_options(),
     )
     try:
         report = build(images, layout, _backend(settings, images), options)

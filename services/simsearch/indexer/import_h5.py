@@ -4,6 +4,11 @@ The old single-process service stored ResNet50 features as `features` (N×D) and
 (strings) in one HDF5 file. Importing re-uses those vectors as they are (no re-embedding):
 ids come from the paths exactly as a build would derive them from object keys, so a later
 incremental build over the same images recognises every imported image.
+
+Metadata: the file has paths only, so the version's schema is `key` and `content_type`
+(from the suffix); `size` and `mtime` are left out rather than made up, so a filter on
+them is refused by name instead of silently matching nothing. The next `index build` over
+the images gives the version every built-in field (and the sidecar's).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from simsearch.common.errors import InvalidParameter
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import Manifest, ModelInfo
+from simsearch.indexer.metadata import key_metadata
 from simsearch.indexer.settings import DEFAULT_PARTITIONS
 from simsearch.indexer.writer import Progress, write_index
 
@@ -59,4 +65,5 @@ def import_h5(
         partitions=partitions,
         source=f"import-h5:{path.name}",
         progress=progress,
+        metadata=key_metadata(),
     )

@@ -61,6 +61,18 @@ def _add_build(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "(SIMSEARCH_RECALL_TARGET, default 0.95)",
     )
     b.add_argument("--workdir", type=Path, help="local folder for the resume journal")
+    b.add_argument(
+        "--metadata",
+        metavar="PATH_OR_URI",
+        help="metadata sidecar, .jsonl or .csv (SIMSEARCH_METADATA_SIDECAR; default: "
+        "metadata.jsonl or metadata.csv at the images root)",
+    )
+    b.add_argument(
+        "--metadata-tags",
+        action="store_const",
+        const=True,
+        help="read S3 object tags as metadata fields (SIMSEARCH_METADATA_TAGS)",
+    )
     b.add_argument("--no-progress", dest="progress", action="store_const", const=False)
     b.add_argument(
         "--allow-empty",

@@ -91,6 +91,17 @@ class IndexerSettings(ServiceSettings):
         "most the embedder's SIMSEARCH_MAX_FILES (256 by default).",
     )
     progress: bool = Field(True, description="Progress bars on stderr; flag `--no-progress`.")
+    metadata_sidecar: str | None = Field(
+        None,
+        description="`index build`: the metadata sidecar (.jsonl or .csv; a path or URI); "
+        "unset: `metadata.jsonl`, else `metadata.csv`, at the images root if there is one; "
+        "flag `--metadata`.",
+    )
+    metadata_tags: bool = Field(
+        False,
+        description="`index build`: read each image's S3 object tags as string metadata "
+        "fields (one GetObjectTagging per image); flag `--metadata-tags`.",
+    )
 
     @field_validator("embedder_url")
     @classmethod

@@ -3,7 +3,8 @@
 Used by `simsearch index build` (after embedding) and `simsearch index import-h5` (vectors
 from an old `features.h5`), and by tests that need a real index quickly. Files are made
 in a local work folder, uploaded with their sha256, and the version becomes visible only
-when `IndexLayout.publish` flips `CURRENT`.
+when `IndexLayout.publish` flips `CURRENT`. Given a build's `Metadata`, every partition
+also gets its `metadata.arrow` (docs/indexing.md#metadata).
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ from simsearch.common.manifest import (
     PartitionInfo,
     RecallProbe,
     new_version_id,
+    sha256_file,
     verify_file,
 )
+from simsearch.common.metatable import METADATA_FILE
 from simsearch.indexer.faissbuild import (
     choose_params,
     fill_partition,
     train_template,
     write_partition,
 )
+from simsearch.indexer.metadata import Metadata, partition_table
 from simsearch.indexer.probe import TARGET_RECALL, probe
 from simsearch.indexer.settings import DEFAULT_PARTITIONS
 
@@ -91,19 +95,19 @@ def write_index(
     probe_recall: bool = True,
     workers: int = BUILD_WORKERS,
     recall_target: float = TARGET_RECALL,
+    metadata: Metadata | None = None,
 ) -> Manifest:
     """Build every partition from one template and publish a new version.
 
-    With `base` (incremental build) the base's template is reused unless `retrain`, and a
-    partition whose ids did not change is referenced from the base instead of rewritten.
-    `dtype` of the stored features: "auto" is float16 in a PCA scoring space (half the
-    page cache, recall unchanged within 0.001: docs/benchmarks.md §8) and float32 in the
-    raw space (exact plans score from them). Partitions are written by `workers` threads
-    (FAISS and h5py release the GIL for the heavy part). With `probe_recall` the recall
-    probe (`probe.py`) measures recall@10 and sets the default nprobe.
+    With `base` the base's template is reused unless `retrain`, and so is a partition whose
+    ids did not change (and its metadata table when the bytes are the same). `dtype` "auto"
+    stores float16 features in a PCA space (recall unchanged: docs/benchmarks.md §8),
+    float32 in the raw one. `workers` threads write partitions; `probe_recall` measures
+    recall@10 and sets the default nprobe. No `metadata`: a version without (no filters).
     """
     ids = _checked_ids(ids, vectors, paths, model)
-    reuse = base if base is not None and not retrain and base.partitions == partitions else None
+    same_shape = base if base is not None and base.partitions == partitions else None
+    reuse = None if retrain else same_shape
     version = _next_version(base)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="simsearch-build-") as tmp:
         folder = Path(tmp)
@@ -111,10 +115,9 @@ def write_index(
         stored = _stored_dtype(dtype, template)
         y = _scoring_vectors(template, vectors, stored)
         build = _PartitionBuild(layout, version, folder, template, ids, y, paths, stored)
+        build.metadata, build.base = metadata, same_shape
         probe_index = template.empty() if probe_recall and template.nlist > 1 else None
-        one = _partition_step(build, partition_of_many(ids, partitions), reuse, probe_index)
-        with ThreadPoolExecutor(max(1, workers), "partition") as pool:
-            infos = list(pool.map(lambda p: _counted(one(p), progress), range(partitions)))
+        infos = _write_partitions(build, partitions, reuse, probe_index, progress, workers)
         params, found = _probe_version(template, probe_index, ids, y, params, recall_target)
     manifest = Manifest(
         index_name=layout.name,
@@ -130,10 +133,25 @@ def write_index(
         source=source,
         parent=base.version if base is not None else None,
         probe=found,
+        metadata=dict(metadata.schema) if metadata is not None else None,
     )
     layout.publish(manifest)
     log.info("published %s: %d vectors in %d partitions", version, len(ids), partitions)
     return manifest
+
+
+def _write_partitions(
+    build: _PartitionBuild,
+    partitions: int,
+    reuse: Manifest | None,
+    probe_index: Any,
+    progress: Progress | None,
+    workers: int,
+) -> list[PartitionInfo]:
+    """Every partition, written (or referenced from `reuse`) by `workers` threads."""
+    one = _partition_step(build, partition_of_many(build.ids, partitions), reuse, probe_index)
+    with ThreadPoolExecutor(max(1, workers), "partition") as pool:
+        return list(pool.map(lambda p: _counted(one(p), progress), range(partitions)))
 
 
 def _checked_ids(
@@ -201,8 +219,12 @@ def _partition_step(
     def one(p: int) -> PartitionInfo:
         rows = np.flatnonzero(owner == p)
         ids = build.ids[rows]
-        if reuse is not None and _unchanged(reuse, p, ids, build.folder, build.layout):
-            info = reuse.partition_files[p]
+        old = None if reuse is None else _unchanged(reuse, p, ids, build.folder, build.layout)
+        if reuse is not None and old is not None:
+            in_file_order = _reordered(rows, ids, old)
+            info = reuse.partition_files[p].model_copy(
+                update={"metadata": build.metadata_ref(p, in_file_order)}
+            )
             part = None
             if probe_index is not None:
                 part = _reused_index(build.layout, info, build.folder, build.template)
@@ -307,17 +329,27 @@ def _reused_index(
     return index
 
 
-def _unchanged(base: Manifest, p: int, ids: np.ndarray, folder: Path, layout: IndexLayout) -> bool:
-    """Whether partition p holds exactly the same ids as in the base version."""
+def _unchanged(
+    base: Manifest, p: int, ids: np.ndarray, folder: Path, layout: IndexLayout
+) -> np.ndarray | None:
+    """The base's ids of partition p in its features.h5 order, when they are exactly `ids`
+    (as a set); None when the partition changed."""
     info = base.partition_files[p]
     if info.count != len(ids):
-        return False
+        return None
     path = folder / f"base-{p}-{FEATURES_FILE}"
     if not path.exists():
         layout.store.download_file(layout.resolve(info.features), path)
     with h5py.File(path, "r") as h5:
         old = np.asarray(h5["ids"][:], dtype=np.int64)
-    return bool(np.array_equal(np.sort(old), np.sort(ids)))
+    return old if np.array_equal(np.sort(old), np.sort(ids)) else None
+
+
+def _reordered(rows: np.ndarray, ids: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """`rows` (whose ids are `ids`) in the order of `old`, the same ids as a base file has
+    them: a reused partition's metadata rows must follow its features.h5."""
+    by_id = np.argsort(ids)
+    return rows[by_id[np.searchsorted(ids[by_id], old)]]
 
 
 class _PartitionBuild:
@@ -337,6 +369,25 @@ class _PartitionBuild:
         self.layout, self.version, self.folder = layout, version, folder
         self.template, self.ids, self.y, self.paths, self.dtype = template, ids, y, paths, dtype
         self.lock = threading.Lock()
+        self.metadata: Metadata | None = None  # None: a version without metadata files
+        self.base: Manifest | None = None  # metadata files equal to the base's are reused
+
+    def metadata_ref(self, p: int, rows: np.ndarray) -> FileRef | None:
+        """Partition p's metadata.arrow for `rows` (features.h5 order): the base's file when
+        the bytes are the same (an unchanged sidecar), else a new one, uploaded."""
+        if self.metadata is None:
+            return None
+        path = self.folder / f"{p}-{METADATA_FILE}"
+        partition_table(path, self.ids[rows], [self.paths[r] for r in rows], self.metadata)
+        old = self.base.partition_files[p].metadata if self.base is not None else None
+        try:
+            same_size = old is not None and old.size == path.stat().st_size
+            if old is not None and same_size and sha256_file(path) == old.sha256:
+                return old
+            relative = self.layout.partition_relative(p, METADATA_FILE)
+            return self.layout.upload(self.version, relative, path)
+        finally:
+            path.unlink()
 
     def write(self, p: int, rows: np.ndarray) -> tuple[PartitionInfo, Any]:
         """Partition p's index.faiss and features.h5, uploaded; local copies removed.
@@ -358,5 +409,11 @@ class _PartitionBuild:
         )
         index_path.unlink()
         features_path.unlink()
-        info = PartitionInfo(partition=p, count=len(rows), index=index_ref, features=features_ref)
+        info = PartitionInfo(
+            partition=p,
+            count=len(rows),
+            index=index_ref,
+            features=features_ref,
+            metadata=self.metadata_ref(p, rows),
+        )
         return info, index

@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -176,6 +177,28 @@ def test_list_prefix_and_nesting(store: ObjectStore) -> None:
     assert [o.key for o in listed("b/d/e.txt")] == ["b/d/e.txt"]
     assert listed("nope/") == []
     assert listed("zzz") == []
+
+
+def test_listing_says_when_each_object_was_modified(store: ObjectStore) -> None:
+    before = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=2)
+    store.put("m/a.txt", b"x")
+    (info,) = list(store.list("m/"))
+    assert info.mtime is not None and info.mtime.utcoffset() == timedelta(0)
+    assert before <= info.mtime <= datetime.now(UTC) + timedelta(seconds=2)
+    assert info == ObjectInfo("m/a.txt", 1)  # mtime is not part of equality
+
+
+def test_s3_object_tags(s3_store: S3Store, s3_client: S3Client, bucket: str) -> None:
+    s3_store.put("t.jpg", b"x")
+    assert s3_store.tags("t.jpg") == {}
+    s3_client.put_object_tagging(
+        Bucket=bucket,
+        Key=f"{PREFIX}/t.jpg",
+        Tagging={"TagSet": [{"Key": "camera", "Value": "x100"}, {"Key": "a b", "Value": ""}]},
+    )
+    assert s3_store.tags("t.jpg") == {"camera": "x100", "a b": ""}
+    with pytest.raises(ObjectNotFound):
+        s3_store.tags("missing.jpg")
 
 
 def test_exists_size_delete(store: ObjectStore) -> None:

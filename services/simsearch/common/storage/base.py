@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from simsearch.common.errors import InvalidParameter
@@ -19,10 +20,13 @@ __all__ = ["ObjectInfo", "ObjectStore", "check_key"]
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """One listed object: its key relative to the store root, and its size in bytes."""
+    """One listed object: its key relative to the store root, its size in bytes, and when
+    it was last modified (UTC; None where a listing does not say). `mtime` is left out of
+    equality: two listings of the same objects compare equal whatever their clocks."""
 
     key: str
     size: int
+    mtime: datetime | None = field(default=None, compare=False)
 
 
 class ObjectStore(ABC):

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -223,7 +224,7 @@ class FileStore(ObjectStore):
                     st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue  # deleted while we walked
-                found.append(ObjectInfo(key=key, size=st.st_size))
+                found.append(ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)))
         found.sort(key=lambda info: info.key)
         yield from found
 

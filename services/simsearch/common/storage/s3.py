@@ -17,6 +17,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -371,7 +372,16 @@ class S3Store(ObjectStore):
                 for obj in page.get("Contents", []):
                     key = obj.get("Key", "")[len(root) :]
                     if key and not key.endswith("/"):  # skip console "folder" markers
-                        yield ObjectInfo(key=key, size=int(obj.get("Size", 0)))
+                        modified = obj.get("LastModified")
+                        mtime = modified.astimezone(UTC) if modified is not None else None
+                        yield ObjectInfo(key, int(obj.get("Size", 0)), mtime)
+
+    def tags(self, key: str) -> dict[str, str]:
+        """GetObjectTagging: the object's tags (the indexer's `--metadata-tags`)."""
+        target = self.url_for(key)
+        with self._errors("get tags of", target):
+            resp = self._client.get_object_tagging(Bucket=self._bucket, Key=self._key(key))
+        return {tag["Key"]: tag["Value"] for tag in resp.get("TagSet", [])}
 
     def delete(self, key: str) -> None:
         """DeleteObject, which S3 already treats as success for a missing key."""

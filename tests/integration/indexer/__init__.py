@@ -1,0 +1,1 @@
+"""Test package (named so that same-named test files in different folders import)."""
