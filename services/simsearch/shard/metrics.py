@@ -53,6 +53,10 @@ class ShardMetrics:
         self.replicas = Gauge(
             "simsearch_shard_replicas", "Shard count the topology reports.", registry=registry
         )
+        self._add_loading(registry)
+
+    def _add_loading(self, registry: CollectorRegistry) -> None:
+        """The metrics of fetching and opening partitions (the poll thread's work)."""
         self.downloaded_bytes = Counter(
             "simsearch_shard_downloaded_bytes",
             "Bytes downloaded from the object store into the cache.",
