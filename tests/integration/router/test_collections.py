@@ -96,7 +96,8 @@ def build(root: Path, name: str, n: int, dim: int, p: int, seed: int) -> Index:
     images = root / f"images-{name}"
     paths = [f"{name}/{i:04d}.jpg" for i in range(n)]
     stored = {}
-    for key, photo in zip(paths, sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[seed : seed + 2]):
+    photos = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[seed : seed + 2]
+    for key, photo in zip(paths[:2], photos, strict=True):
         (images / key).parent.mkdir(parents=True, exist_ok=True)
         stored[key] = photo.read_bytes()
         (images / key).write_bytes(stored[key])
@@ -181,7 +182,7 @@ def test_the_list_and_the_detail_describe_each_collection(cluster: Cluster) -> N
 
 def test_each_collection_answers_only_from_itself(cluster: Cluster) -> None:
     for index, prefix in ((cluster.cats, "/collections/cats"), (cluster.default, "")):
-        q = np.random.default_rng(9).standard_normal(index.vectors.shape[1]).astype(np.float32)
+        q = np.random.default_rng(9).standard_normal((index.vectors.shape[1],), np.float32)
         response = post(cluster, f"{prefix}/search/vector", {"vector": q.tolist(), "k": 8})
         assert response.status_code == 200, response.text
         body = response.json()
