@@ -61,8 +61,9 @@ _DESCRIPTIONS: dict[int, str] = {
     "malformed body (the detail says which).",
     401: "An API key is required (keys are configured) and missing or wrong.",
     403: "Not allowed: a search key on an admin route, admin from a non-loopback client "
-    "with no keys configured, or a reference outside the embedder's allowed roots.",
-    404: "The id, object or route does not exist.",
+    "with no keys configured, a key restricted to other collections, or a reference "
+    "outside the embedder's allowed roots.",
+    404: "The id, object, collection or route does not exist.",
     409: "Not served here now (version or partitions not loaded); another replica may.",
     413: "Over a byte or pixel limit (the request body, an image, a stored object).",
     415: "Not a content type or image format this route decodes.",

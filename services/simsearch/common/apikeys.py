@@ -7,8 +7,10 @@ read the same Secret. Keys come from three places, merged:
 - `SIMSEARCH_ADMIN_KEYS`: comma-separated admin keys (an admin key may also search);
 - `SIMSEARCH_API_KEYS_FILE`: a file with one `scope:key` per line (`search:…`, `admin:…`;
   blank lines and `#` comments ignored), re-read when it changes so keys rotate without a
-  restart. Kubernetes updates a Secret volume by swapping a `..data` symlink to a new
-  folder; `os.stat` follows the links, so the swap shows as a new inode.
+  restart. A line may restrict its key to some collections (named indexes):
+  `search:<key> collections=cats,dogs`; a key without the option may use every one.
+  Kubernetes updates a Secret volume by swapping a `..data` symlink to a new folder;
+  `os.stat` follows the links, so the swap shows as a new inode.
 
 Setting any of the three turns keys on. A key file that is configured but holds no keys
 lets nobody in (fail closed): emptying the file by mistake must not open the cluster.
@@ -30,9 +32,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from simsearch.common.errors import ConfigError, Forbidden, Unauthorized
+from simsearch.common.manifest import is_index_name
 from simsearch.common.settings import ServiceSettings
 
 __all__ = [
+    "Collections",
     "KeyRing",
     "KeySettings",
     "KeySource",
@@ -47,6 +51,10 @@ log = logging.getLogger(__name__)
 
 Scope = Literal["search", "admin"]
 SCOPES: tuple[Scope, ...] = ("search", "admin")
+# The collections a key may search; None: every one (keys from the variables, and file
+# lines without `collections=`).
+Collections = frozenset[str] | None
+_COLLECTIONS_OPTION = "collections="
 # How often the key file's stat is compared with the last one read (at most, on demand).
 CHECK_EVERY_S = 1.0
 
@@ -66,18 +74,33 @@ def parse_key_list(text: str) -> list[str]:
     return [check_key(k.strip()) for k in text.split(",") if k.strip()]
 
 
+KeyPair = tuple[str, Scope] | tuple[str, Scope, Collections]
+
+
+def _wider(a: Collections, b: Collections) -> Collections:
+    """Both grants of one key together: every collection if either allows every one."""
+    return None if a is None or b is None else a | b
+
+
 @dataclass(frozen=True)
 class KeyRing:
-    """The accepted keys and their scopes (admin wins when a key is listed as both)."""
+    """The accepted keys, their scopes and collections (a key listed more than once gets
+    the widest of its grants: admin over search, the union of its collections, all of
+    them when one listing has no restriction)."""
 
-    entries: tuple[tuple[bytes, Scope], ...] = ()
+    entries: tuple[tuple[bytes, Scope, Collections], ...] = ()
 
     @classmethod
-    def of(cls, pairs: Iterable[tuple[str, Scope]]) -> KeyRing:
-        scopes: dict[str, Scope] = {}
-        for key, scope in pairs:
-            scopes[key] = "admin" if "admin" in (scope, scopes.get(key)) else "search"
-        return cls(tuple((key.encode(), scope) for key, scope in sorted(scopes.items())))
+    def of(cls, pairs: Iterable[KeyPair]) -> KeyRing:
+        grants: dict[str, tuple[Scope, Collections]] = {}
+        for key, scope, *rest in pairs:
+            allowed: Collections = rest[0] if rest else None
+            if key in grants:
+                old_scope, old_allowed = grants[key]
+                scope = "admin" if "admin" in (scope, old_scope) else "search"
+                allowed = _wider(allowed, old_allowed)
+            grants[key] = (scope, allowed)
+        return cls(tuple((key.encode(), *grant) for key, grant in sorted(grants.items())))
 
     def __bool__(self) -> bool:
         return bool(self.entries)
@@ -86,29 +109,35 @@ class KeyRing:
         return len(self.entries)
 
     def merged(self, other: KeyRing) -> KeyRing:
-        """Both rings' keys (the wider scope where they overlap)."""
-        pairs = [(k.decode(), s) for k, s in (*self.entries, *other.entries)]
+        """Both rings' keys (the wider grant where they overlap)."""
+        pairs = [(k.decode(), s, c) for k, s, c in (*self.entries, *other.entries)]
         return KeyRing.of(pairs)
 
-    def scope_of(self, given: str) -> Scope | None:
-        """The scope of `given`, or None; every key is compared, in constant time each."""
+    def grant_of(self, given: str) -> tuple[Scope, Collections] | None:
+        """The scope and collections of `given`, or None; every key is compared, in
+        constant time each (no early exit)."""
         candidate = given.encode("utf-8", "replace")
-        found: Scope | None = None
-        for key, scope in self.entries:
-            if hmac.compare_digest(candidate, key) and found != "admin":
-                found = scope
+        found: tuple[Scope, Collections] | None = None
+        for key, scope, allowed in self.entries:
+            if hmac.compare_digest(candidate, key):
+                found = (scope, allowed)
         return found
+
+    def scope_of(self, given: str) -> Scope | None:
+        """The scope of `given`, or None (see `grant_of`)."""
+        grant = self.grant_of(given)
+        return grant[0] if grant is not None else None
 
 
 def parse_key_file(text: str, where: str) -> KeyRing:
-    """`scope:key` lines (`#` comments, blank lines ignored); errors name the line, never
-    the key (a log line must not leak a secret)."""
-    pairs: list[tuple[str, Scope]] = []
+    """`scope:key [collections=a,b]` lines (`#` comments, blank lines ignored); errors name
+    the line, never the key (a log line must not leak a secret)."""
+    pairs: list[KeyPair] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        scope, sep, key = line.partition(":")
+        scope, sep, rest = line.partition(":")
         scope = scope.strip().lower()
         if not sep or scope not in SCOPES:
             raise ConfigError(
@@ -116,10 +145,32 @@ def parse_key_file(text: str, where: str) -> KeyRing:
                 f"starting with {line[:7]!r}…"
             )
         try:
-            pairs.append((check_key(key.strip()), "admin" if scope == "admin" else "search"))
+            key, allowed = _key_and_collections(rest)
         except ValueError as err:
             raise ConfigError(f"{where}:{number}: {err}") from None
+        pairs.append((key, "admin" if scope == "admin" else "search", allowed))
     return KeyRing.of(pairs)
+
+
+def _key_and_collections(rest: str) -> tuple[str, Collections]:
+    """The key of a key file line (after `scope:`) and its `collections=` option, if any."""
+    key, *options = rest.split() or [""]
+    check_key(key)
+    allowed: Collections = None
+    for option in options:
+        if not option.startswith(_COLLECTIONS_OPTION):  # a space inside the key, most likely
+            raise ValueError(
+                "API keys must be printable ASCII without spaces or commas; after the key "
+                "only 'collections=<name>,<name>' may follow"
+            )
+        names = [n for n in option.removeprefix(_COLLECTIONS_OPTION).split(",") if n]
+        bad = [n for n in names if not is_index_name(n)]
+        if not names or bad:
+            raise ValueError(
+                f"'collections=' needs comma-separated collection names, got {option[:80]!r}"
+            )
+        allowed = frozenset(names) | (allowed or frozenset())  # the option given twice: both
+    return key, allowed
 
 
 def read_key_file(path: Path) -> KeyRing:
@@ -208,21 +259,30 @@ def presented_key(headers: Mapping[str, str]) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def authorize(source: KeySource, headers: Mapping[str, str], need: Scope) -> str | None:
-    """The key that grants `need`, None when keys are off; 401 (missing or unknown key) or
-    403 (a search key where an admin key is needed) otherwise."""
+def authorize(
+    source: KeySource, headers: Mapping[str, str], need: Scope, collection: str | None = None
+) -> str | None:
+    """The key that grants `need` (on `collection`, when the request is about one), None
+    when keys are off; 401 (missing or unknown key) or 403 (a search key where an admin key
+    is needed, or a key restricted to other collections) otherwise."""
     if not source.enabled:
         return None
     given = presented_key(headers)
     if not given:
         raise Unauthorized("an API key is required: send it in the X-API-Key header")
-    scope = source.ring().scope_of(given)
-    if scope is None:
+    grant = source.ring().grant_of(given)
+    if grant is None:
         raise Unauthorized("the API key is not valid")
+    scope, allowed = grant
     if need == "admin" and scope != "admin":
         raise Forbidden(
             "this route needs an admin key (SIMSEARCH_ADMIN_KEYS, or an 'admin:' line of "
             "SIMSEARCH_API_KEYS_FILE); the key sent is a search key"
+        )
+    if collection is not None and allowed is not None and collection not in allowed:
+        raise Forbidden(
+            f"the API key sent may not use collection {collection[:80]!r}; it may use: "
+            f"{', '.join(sorted(allowed))}"
         )
     return given
 
@@ -237,7 +297,8 @@ class KeySettings(ServiceSettings):
     )
     api_keys_file: Path | None = Field(
         None,
-        description="File of 'search:<key>' / 'admin:<key>' lines, re-read on change "
+        description="File of 'search:<key>' / 'admin:<key>' lines (optionally followed by "
+        "' collections=a,b' to restrict the key to those collections), re-read on change "
         "(rotation without a restart). Set: keys are on, even if the file is empty.",
     )
 

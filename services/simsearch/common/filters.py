@@ -86,8 +86,18 @@ class In(_Node):
     values: list[Scalar] = Field(alias="in", min_length=1)
 
 
+def _bounds_schema(schema: dict[str, Any]) -> None:
+    """The documented shape of `Bounds` is what it accepts: at least one bound, none null
+    (else a fuzzer's schema-valid `{}` is refused with a 422)."""
+    for name in ("gt", "gte", "lt", "lte"):
+        schema["properties"][name] = {"anyOf": [{"type": "number"}, {"type": "string"}]}
+    schema["minProperties"] = 1
+
+
 class Bounds(_Node):
     """A numeric or time interval; at least one bound."""
+
+    model_config = ConfigDict(json_schema_extra=_bounds_schema)
 
     gt: float | str | None = None
     gte: float | str | None = None

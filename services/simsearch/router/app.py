@@ -4,6 +4,10 @@ POST /search/vector        {"vector": [...]} or {"vectors": [[...], ...]}, k, np
 POST /search/image         multipart `file` → embedder → search (the old service's endpoint)
 GET  /search/similar/{id}  search with an indexed image's own vector (it ranks first)
 GET  /images/{id}          the image bytes, or a 307 to a presigned URL (public S3 endpoint)
+GET  /collections          the collections (named indexes) the shards serve
+GET  /collections/{name}   one collection and its versions
+     /collections/{name}/search/{vector,image,similar/{id}}, /collections/{name}/images/{id}
+                           the routes above on that collection (those above: the default one)
 GET  /health               healthy | degraded | unhealthy, shard counts, coverage
 GET  /stats                totals, index version, P, every shard's partitions and state
 POST /admin/reload         every shard polls CURRENT now; then shards are re-read (admin key)
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import aiohttp
 from fastapi import FastAPI
@@ -40,7 +45,7 @@ from simsearch.common.http import (
 from simsearch.common.telemetry import HttpMetrics
 from simsearch.router import status
 from simsearch.router.access import AccessGate
-from simsearch.router.api.routes import admin, images, page, search
+from simsearch.router.api.routes import admin, collections, images, page, search
 from simsearch.router.api.routes import status as status_routes
 from simsearch.router.discovery import make_source
 from simsearch.router.fanout import FanOut
@@ -83,9 +88,25 @@ def create_app(settings: RouterSettings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health_router(_readiness(app, settings)))
     app.include_router(metrics_router(http_metrics))
-    for routes in (search, images, status_routes, admin, page):
+    for routes in (search, images, collections, status_routes, admin, page):
         app.include_router(routes.router)
+    _declare_schemas(app, search.SCHEMAS)
     return app
+
+
+def _declare_schemas(app: FastAPI, schemas: dict[str, Any]) -> None:
+    """Add `schemas` to the OpenAPI document's components: the vector body (declared by
+    hand, for its one-pass parse) refers to the filter's node models there."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        for name, schema in schemas.items():
+            components.setdefault(name, schema)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _lifespan(settings: RouterSettings, metrics: RouterMetrics) -> Lifespan:
@@ -122,7 +143,7 @@ def _readiness(app: FastAPI, settings: RouterSettings) -> Callable[[], tuple[boo
             return False, "starting"
         registry = service.registry
         return status.readiness(
-            registry.states.values(), registry.polls, settings.ready_min_coverage
+            registry.states.values(), registry.polls, settings.ready_min_coverage, settings.index
         )
 
     return readiness

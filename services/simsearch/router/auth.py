@@ -1,7 +1,9 @@
 """Which key each router route class needs, and what happens when no key is configured.
 
 Search routes (`vector_search`, `image_search`, `images`) need a search or admin key when
-keys are on; `admin` routes need an admin key (a search key gets 403). The key logic
+keys are on, and one allowed on the collection the request is about (a key file line may
+restrict its key to some collections; the old routes are about the default collection);
+`admin` routes need an admin key (a search key gets 403). The key logic
 itself (scopes, key file, constant-time match) is `simsearch.common.apikeys`, shared with
 the shards.
 
@@ -43,8 +45,16 @@ class KeyCheck:
         """Whether keys are on (any of SIMSEARCH_API_KEYS, _ADMIN_KEYS, _API_KEYS_FILE)."""
         return self.source.enabled
 
-    def check(self, route_class: RouteClass, headers: Mapping[str, str], client: str) -> str | None:
-        """The key that was accepted (None with keys off); raises 401 or 403."""
+    def check(
+        self,
+        route_class: RouteClass,
+        headers: Mapping[str, str],
+        client: str,
+        collection: str | None = None,
+    ) -> str | None:
+        """The key that was accepted (None with keys off); raises 401 or 403.
+
+        `collection`: what a search or image request is about (None for admin routes)."""
         need = ROUTE_SCOPES[route_class]
         if need == "admin" and not self.source.enabled and not is_loopback(client):
             raise Forbidden(
@@ -52,4 +62,4 @@ class KeyCheck:
                 "(the router's host, kubectl port-forward); set SIMSEARCH_ADMIN_KEYS or "
                 "SIMSEARCH_API_KEYS_FILE to call them from elsewhere"
             )
-        return authorize(self.source, headers, need)
+        return authorize(self.source, headers, need, collection)

@@ -3,9 +3,10 @@
 Each query through the router costs an HTTP request to every shard it fans out to, and
 at 1M vectors the Python around that request (parse, validate, serialise, schedule)
 costs more CPU than the FAISS scan. The shard API already takes a batch of queries, so
-concurrent queries that ask the same thing of the same index version (same k, nprobe,
-refine and vector space) are sent together: one request per shard carries them all,
-FAISS scans them in one call, and the merged answer is split back per query.
+concurrent queries that ask the same thing of the same index version of the same
+collection (same k, nprobe, refine, vector space and filter) are sent together: one
+request per shard carries them all, FAISS scans them in one call, and the merged answer
+is split back per query.
 
 There is no timer. A query that finds nothing in flight for its key is sent at once, so
 a lone query pays nothing; queries that arrive while a batch is in flight wait for it to
@@ -36,13 +37,21 @@ import numpy as np
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.routing import VersionChoice
 
-__all__ = ["Coalescer"]
+__all__ = ["Coalescer", "coalescing_key"]
 
 log = logging.getLogger(__name__)
 
-_Key = tuple[str, SearchParams]
+# (collection, version, params): a shard call carries one collection, one version and one
+# filter (`SearchParams` compares filters by their JSON), so queries differing in any of
+# these are never batched together
+_Key = tuple[str, str, SearchParams]
 _MIN_TIMEOUT_S = 0.001  # a caller out of time still gets its (failed) answer, never a hang
-Refresh = Callable[[str], VersionChoice | None]
+Refresh = Callable[[str, str], VersionChoice | None]
+
+
+def coalescing_key(choice: VersionChoice, params: SearchParams) -> _Key:
+    """What queries must share to go out in one shard call: collection, version, params."""
+    return (choice.collection, choice.version, params)
 
 
 @dataclass
@@ -57,7 +66,8 @@ class Coalescer:
     """`search` with the signature of `FanOut.search`; batches concurrent calls by key."""
 
     def __init__(self, fanout: FanOut, max_queries: int, refresh: Refresh | None = None) -> None:
-        """`refresh(version)`: that version's current `VersionChoice` (None if gone)."""
+        """`refresh(collection, version)`: that version's current `VersionChoice` (None if
+        gone)."""
         self.fanout = fanout
         self.max_queries = max(1, max_queries)
         self.refresh = refresh
@@ -70,7 +80,7 @@ class Coalescer:
         """The merged top-k of `queries`, possibly computed together with other callers'."""
         if len(queries) >= self.max_queries:
             return await self.fanout.search(choice, queries, params, timeout_s)
-        key = (choice.version, params)
+        key = coalescing_key(choice, params)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[FanoutResult] = loop.create_future()
         waiting = _Waiting(choice, queries, loop.time() + timeout_s, future)
@@ -85,7 +95,7 @@ class Coalescer:
         try:
             while self._waiting.get(key):
                 batch = self._take(key)
-                await self._send(batch, key[1])
+                await self._send(batch, key[2])
         finally:
             self._draining.discard(key)
             if not self._waiting.get(key):
@@ -139,5 +149,7 @@ class Coalescer:
 
     def _current(self, choice: VersionChoice) -> VersionChoice:
         """`choice` as the registry sees it now (same version), else `choice` itself."""
-        fresh = self.refresh(choice.version) if self.refresh is not None else None
+        if self.refresh is None:
+            return choice
+        fresh = self.refresh(choice.collection, choice.version)
         return fresh if fresh is not None and fresh.covered else choice

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from simsearch.common.errors import SimsearchError, UpstreamFailure
+from simsearch.common.filters import Filter
 from simsearch.common.topk import Candidates, merge
 from simsearch.common.wire import (
     ShardCandidates,
@@ -51,12 +52,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SearchParams:
-    """What every shard is asked: k and the search knobs (None = the version's own)."""
+    """What every shard is asked: k, the search knobs (None = the version's own) and the
+    filter (checked against the version's schema before it gets here).
+
+    Equal params may share one shard call (`coalesce.py`), so equality must cover the
+    filter: it is compared by its JSON (`filter_key`, computed once), since the filter
+    model itself holds lists and is not hashable.
+    """
 
     k: int
     nprobe: int | None = None
     refine: int | None = None
     space: VectorSpace = "model"  # "index": queries are stored vectors (already projected)
+    filter: Filter | None = field(default=None, compare=False)
+    filter_key: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.filter is not None:  # frozen: set once, here
+            object.__setattr__(self, "filter_key", self.filter.model_dump_json())
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ class FanOut:
         request = ShardSearchRequest(
             version=choice.version,
             partitions=[],
+            collection=choice.collection,
             k=params.k,
             nprobe=params.nprobe or choice.nprobe,
             refine=params.refine or choice.refine,
@@ -163,6 +177,7 @@ class FanOut:
             nq=len(queries),
             vectors_b64=encode_array(queries, "<f4"),
             space=params.space,
+            filter=params.filter,
         )
         first = assign(choice, prefer=self._latency)
         answers, failures = await self._round(choice, request, first.by_shard, deadline, True)

@@ -2,8 +2,11 @@
 
 A shard stores each image's `path`: the object key relative to the images root the index
 was built from (`simsearch index build --images URI`), or a full `s3://`/`file://` URI
-(imported indexes). The root is `SIMSEARCH_IMAGES_ROOT` when set, else the `source`
-recorded in the version's manifest, read once per version from `SIMSEARCH_STORE`.
+(imported indexes). The root is the `source` recorded in the version's manifest, read
+once per (collection, version) from `SIMSEARCH_STORE` (each collection is its own index,
+`IndexLayout(store, name)`, built from its own images). `SIMSEARCH_IMAGES_ROOT`, when set,
+overrides it for the default collection only: it names one folder of images, and the
+other collections were built from others.
 
 With `SIMSEARCH_PUBLIC_S3_ENDPOINT` and images on S3, the client is redirected to a URL
 presigned for that public endpoint, so image bytes never pass through the router; else
@@ -76,29 +79,36 @@ class ImageLocator:
         self.public_endpoint = public_endpoint
         self.presign_expires_s = presign_expires_s
         self.max_image_bytes = max_image_bytes
-        self._layout = IndexLayout(open_store(index_store, s3), index_name) if index_store else None
+        self.index_name = index_name  # the default collection
+        self._index_store = open_store(index_store, s3) if index_store else None
         self._stores: dict[str, ObjectStore] = {}
-        self._sources: dict[str, str | None] = {}
+        self._sources: dict[tuple[str, str], str | None] = {}
         self._lock = threading.Lock()
 
-    def root_for(self, version: str) -> str | None:
-        """The images root of `version`: the setting, else its manifest's `source`."""
-        if self.images_root or self._layout is None:
+    def root_for(self, version: str, collection: str | None = None) -> str | None:
+        """The images root of `version` of `collection` (default: the default one): the
+        setting for the default collection, else the version's manifest's `source`."""
+        name = self.index_name if collection is None else collection
+        if self.images_root and name == self.index_name:
             return self.images_root
+        if self._index_store is None:
+            return None
         with self._lock:
-            if version in self._sources:
-                return self._sources[version]
-        source = self._layout.load_manifest(version).source
+            if (name, version) in self._sources:
+                return self._sources[(name, version)]
+        source = IndexLayout(self._index_store, name).load_manifest(version).source
         with self._lock:
-            self._sources[version] = source
+            self._sources[(name, version)] = source
         return source
 
-    def locate(self, path: str, version: str) -> tuple[ObjectStore, str]:
+    def locate(
+        self, path: str, version: str, collection: str | None = None
+    ) -> tuple[ObjectStore, str]:
         """The store and key a stored `path` names."""
         if is_uri(path) or os.path.isabs(path):
             root, key = split_object_uri(path)
         else:
-            found = self.root_for(version)
+            found = self.root_for(version, collection)
             if not found:
                 raise NoImagesRoot(
                     f"index version {version} stores image keys relative to the images it was "
@@ -117,9 +127,9 @@ class ImageLocator:
                 store = self._stores.setdefault(root, store)
         return store
 
-    def fetch(self, path: str, version: str) -> ImageReply:
+    def fetch(self, path: str, version: str, collection: str | None = None) -> ImageReply:
         """A presigned redirect when configured for S3, else the (bounded) bytes."""
-        store, key = self.locate(path, version)
+        store, key = self.locate(path, version, collection)
         if self.public_endpoint and isinstance(store, S3Store):
             url = store.presigned_get_url(
                 key, self.presign_expires_s, public_endpoint_url=self.public_endpoint

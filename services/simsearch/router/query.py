@@ -3,6 +3,13 @@
 Pure code, unit-tested without a server: the checks raise the domain's `BadInput` errors
 (400 with the reason) before any shard is asked; `to_hits` and `answer_fields` turn a
 merged `FanoutResult` into the fields of the response models (`common/api.py`).
+
+A filter in a JSON body is part of that body's model (`VectorQuery.filter`: a malformed one
+is a 422 like any other field). Where it travels as a string (the image search's form
+field, the similar search's query parameter), `parse_filter` reads it: a string that is
+not JSON, or not a filter, is a 400 `invalid_filter` naming `filter` — a schema cannot
+describe the JSON inside a string, so a fuzzer's random string is the caller's mistake,
+not a contract violation.
 """
 
 from __future__ import annotations
@@ -10,12 +17,39 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from simsearch.common.api import SearchHit
-from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
+from simsearch.common.errors import EmptyInput, InvalidFilter, InvalidParameter, InvalidVector
+from simsearch.common.filters import Filter
 from simsearch.router.fanout import FanoutResult, Hit
 
-__all__ = ["answer_fields", "check_k", "prepare_queries", "to_hits"]
+__all__ = ["answer_fields", "check_k", "hit_prefix", "parse_filter", "prepare_queries", "to_hits"]
+
+_FILTER: TypeAdapter[Filter] = TypeAdapter(Filter)
+
+
+def parse_filter(text: str | None, where: str) -> Filter | None:
+    """The filter a string carries (None for none or an empty string); 400
+    `invalid_filter` naming `where` (e.g. "query parameter 'filter'") otherwise."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return _FILTER.validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        at = ".".join(str(p) for p in first["loc"])
+        raise InvalidFilter(
+            f"{where} is not a filter: {at + ': ' if at else ''}{first['msg']} "
+            "(see docs/filters.md)"
+        ) from None
+
+
+def hit_prefix(root_path: str, collection: str | None) -> str:
+    """What a hit's `url` starts with: the app's root path, then the collection's routes
+    for a collection search (`/collections/{name}`), so `{prefix}/images/{id}` names the
+    image in the collection it was found in."""
+    return f"{root_path}/collections/{collection}" if collection is not None else root_path
 
 
 def check_k(k: int | None, default_k: int, max_k: int) -> int:

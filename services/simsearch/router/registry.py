@@ -58,7 +58,7 @@ class ShardState:
         """What routing may use of this shard: nothing while it is down."""
         if not self.up or self.info is None:
             return None
-        return ShardView(self.url, {v.version: v for v in self.info.versions})
+        return ShardView.of(self.url, self.info.versions, self.info.collections)
 
     def observe_latency(self, ms: float) -> None:
         """Exponentially weighted: recent queries count most, one outlier does not."""

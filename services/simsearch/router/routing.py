@@ -22,6 +22,12 @@ the choice is the newest complete version, as before. While shards disagree (som
 the new CURRENT, some not yet), both versions may be live; the newest of them answers
 until the last shard polls (`POST /admin/reload` makes that immediate).
 
+Collections: every rule is applied to one collection (a named index) at a time. A shard
+reports the versions of every collection it holds, each tagged with its collection
+(`ShardVersionInfo.collection`); `versions` and `choose_version` only look at the
+versions of the collection they are asked about, so two collections never mix, even when
+their version ids happen to be equal (the view is keyed by (collection, version)).
+
 Partition assignment: `assign` (over `placement.assign_partitions`) gives every partition
 to exactly one shard that has it ready, balanced, so a partition ready on two shards during
 a rebalance (or with replication) is searched once and no hit is returned twice.
@@ -33,18 +39,39 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from simsearch.common.metadata import FieldType
 from simsearch.common.placement import assign_partitions
 from simsearch.common.wire import ShardVersionInfo
 
-__all__ = ["Assignment", "ShardView", "VersionChoice", "assign", "choose_version", "versions"]
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "Assignment",
+    "ShardView",
+    "VersionChoice",
+    "assign",
+    "choose_version",
+    "collections",
+    "versions",
+]
+
+DEFAULT_COLLECTION = "default"  # what a shard's report means without a collection (the wire's)
 
 
 @dataclass(frozen=True)
 class ShardView:
-    """One healthy shard as routing sees it: its URL and what it holds per version."""
+    """One healthy shard as routing sees it: its URL and what it holds per
+    (collection, version), and the collections it polls (some may have no version yet)."""
 
     url: str
-    versions: Mapping[str, ShardVersionInfo]
+    versions: Mapping[tuple[str, str], ShardVersionInfo]
+    polled: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(
+        cls, url: str, infos: Iterable[ShardVersionInfo], polled: Iterable[str] = ()
+    ) -> ShardView:
+        """The view of a shard that reports `infos` (each tagged with its collection)."""
+        return cls(url, {(i.collection, i.version): i for i in infos}, frozenset(polled))
 
 
 @dataclass(frozen=True)
@@ -61,6 +88,8 @@ class VersionChoice:
     vectors: int = 0  # vectors in the covered partitions (counted once per partition)
     covered: frozenset[int] = field(default_factory=frozenset)
     live: bool = False  # some healthy shard reports CURRENT names this version
+    collection: str = DEFAULT_COLLECTION
+    metadata: Mapping[str, FieldType] | None = None  # the fields a filter may use (None: none)
 
     @property
     def coverage(self) -> float:
@@ -85,21 +114,45 @@ class Assignment:
     uncovered: list[int]
 
 
-def versions(shards: Iterable[ShardView]) -> list[VersionChoice]:
-    """Every version some healthy shard reports, newest first, with its coverage.
+def collections(shards: Iterable[ShardView]) -> list[str]:
+    """Every collection some shard reports a version of or polls, sorted."""
+    names: set[str] = set()
+    for shard in shards:
+        names.update(name for name, _ in shard.versions)
+        names.update(shard.polled)
+    return sorted(names)
 
-    P, dim and search parameters are taken from the most common report for the version
-    (they come from one manifest, so shards agree unless one is broken); partitions a
-    shard lists outside 0..P-1 are ignored rather than trusted.
+
+def versions(
+    shards: Iterable[ShardView], collection: str = DEFAULT_COLLECTION
+) -> list[VersionChoice]:
+    """Every version of `collection` some healthy shard reports, newest first, with its
+    coverage.
+
+    P, dim, search parameters and the metadata schema are taken from the most common
+    report for the version (they come from one manifest, so shards agree unless one is
+    broken); partitions a shard lists outside 0..P-1 are ignored rather than trusted.
     """
     reports: dict[str, list[tuple[str, ShardVersionInfo]]] = {}
     for shard in shards:
-        for name, info in shard.versions.items():
-            reports.setdefault(name, []).append((shard.url, info))
-    return [_choice(name, reports[name]) for name in sorted(reports, reverse=True)]
+        for (name, version), info in shard.versions.items():
+            if name == collection:
+                reports.setdefault(version, []).append((shard.url, info))
+    return [_choice(collection, v, reports[v]) for v in sorted(reports, reverse=True)]
 
 
-def _choice(name: str, reports: list[tuple[str, ShardVersionInfo]]) -> VersionChoice:
+def _schema(reports: list[tuple[str, ShardVersionInfo]]) -> dict[str, FieldType] | None:
+    """The metadata schema most shards report for a version (None when most report none)."""
+    counts = Counter(
+        None if i.metadata is None else tuple(sorted(i.metadata.items())) for _, i in reports
+    )
+    common = counts.most_common(1)[0][0]
+    return None if common is None else dict(common)
+
+
+def _choice(
+    collection: str, name: str, reports: list[tuple[str, ShardVersionInfo]]
+) -> VersionChoice:
     """Fold every shard's report of one version into a `VersionChoice`."""
     shape = Counter((i.partitions, i.dim, i.nprobe, i.refine, i.model) for _, i in reports)
     p, dim, nprobe, refine, model = shape.most_common(1)[0][0]
@@ -122,6 +175,8 @@ def _choice(name: str, reports: list[tuple[str, ShardVersionInfo]]) -> VersionCh
         vectors=_count_vectors(holders, totals),
         covered=covered,
         live=any(info.live for _, info in reports),
+        collection=collection,
+        metadata=_schema(reports),
     )
 
 
@@ -143,13 +198,16 @@ def _count_vectors(holders: Mapping[str, frozenset[int]], totals: Mapping[str, i
     return round(sum(per_partition.values()))
 
 
-def choose_version(shards: Iterable[ShardView]) -> VersionChoice | None:
-    """The newest fully covered live version; else the newest fully covered one; else the
-    best-covered one (newest on a tie). See the module docstring for why, in that order.
+def choose_version(
+    shards: Iterable[ShardView], collection: str = DEFAULT_COLLECTION
+) -> VersionChoice | None:
+    """The newest fully covered live version of `collection`; else its newest fully covered
+    one; else its best-covered one (newest on a tie). See the module docstring for why, in
+    that order.
 
-    None when no healthy shard has any partition of any version ready.
+    None when no healthy shard has any partition of any version of `collection` ready.
     """
-    candidates = [c for c in versions(shards) if c.covered]
+    candidates = [c for c in versions(shards, collection) if c.covered]
     if not candidates:
         return None
     complete = [c for c in candidates if c.complete]

@@ -1,9 +1,14 @@
 """The router's work behind the routes: search by vector, image or id, and image look-up.
 
 Routes stay thin (`app.py`); everything a query does is here, in the order it happens:
-pick the version (routing), check the input against that version (dim, k), embed if
-needed (embedder), fan out and merge (fanout), and decide whether the answer may be
-served (nothing answered → 503; partial → flagged, or 503 with `strict`).
+pick the collection's version (routing), check the input against that version (dim, k,
+the filter against its metadata schema), embed if needed (embedder), fan out and merge
+(fanout), and decide whether the answer may be served (nothing answered → 503; partial →
+flagged, or 503 with `strict`).
+
+Every call takes a collection (`None`: the default one, `SIMSEARCH_INDEX`, which the old
+routes serve). A collection no shard knows is a 404 naming the known ones; a known one
+nobody serves right now is a 503, as before.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from simsearch.common.errors import (
     UpstreamRejected,
     error_for_code,
 )
+from simsearch.common.filters import Filter, check_filter
 from simsearch.common.http import status_for
 from simsearch.common.ids import MAX_ID
 from simsearch.common.telemetry import run_in_context
@@ -41,6 +47,7 @@ from simsearch.common.wire import (
     decode_array,
     decode_vectors,
 )
+from simsearch.router import catalog
 from simsearch.router.coalesce import Coalescer
 from simsearch.router.embedder_watch import EmbedderWatch
 from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
@@ -69,12 +76,13 @@ class Searched:
 
 @dataclass(frozen=True)
 class Knobs:
-    """Per-request search options: k, the index overrides, and strictness."""
+    """Per-request search options: k, the index overrides, strictness and the filter."""
 
     k: int | None = None
     nprobe: int | None = None
     refine: int | None = None
     strict: bool = False
+    filter: Filter | None = None
 
 
 class RouterService:
@@ -104,54 +112,75 @@ class RouterService:
             metrics.embedder_up,
         )
 
-    def version_now(self, version: str) -> VersionChoice | None:
-        """`version` with the holders the registry knows now (None once nobody serves it):
-        a coalesced batch that waited is planned from this, not from its arrival."""
-        return next((c for c in versions(self.registry.views()) if c.version == version), None)
+    def version_now(self, collection: str, version: str) -> VersionChoice | None:
+        """`version` of `collection` with the holders the registry knows now (None once
+        nobody serves it): a coalesced batch that waited is planned from this, not from
+        its arrival."""
+        found = versions(self.registry.views(), collection)
+        return next((c for c in found if c.version == version), None)
 
-    def choice(self) -> VersionChoice:
-        """The version queries run on now, or 503 saying why there is none."""
-        choice = choose_version(self.registry.views())
-        if choice is None:
-            states = list(self.registry.states.values())
-            down = [f"{s.url} ({s.error})" for s in states if not s.up]
-            reason = "no shard serves any index version"
-            if not states:
-                reason += ": no shard is listed"
-            elif down:
-                reason += f"; down: {', '.join(down[:5])}"
-            raise Unavailable(reason)
-        return choice
+    def collection_name(self, collection: str | None) -> str:
+        """The collection a request is about: the one it names, else the default."""
+        return self.settings.index if collection is None else collection
+
+    def choice(self, collection: str | None = None) -> VersionChoice:
+        """The version of `collection` queries run on now; 404 for a collection no shard
+        knows (with the known ones), else 503 saying why there is none."""
+        name = self.collection_name(collection)
+        choice = choose_version(self.registry.views(), name)
+        if choice is not None:
+            return choice
+        states = list(self.registry.states.values())
+        catalog.check_known(states, name, self.settings.index)
+        down = [f"{s.url} ({s.error})" for s in states if not s.up]
+        reason = "no shard serves any index version"
+        if name != self.settings.index:
+            reason += f" of collection {name!r}"
+        if not states:
+            reason += ": no shard is listed"
+        elif down:
+            reason += f"; down: {', '.join(down[:5])}"
+        raise Unavailable(reason)
 
     # --- searches -----------------------------------------------------------------
 
-    async def search_vectors(self, rows: list[list[float]], knobs: Knobs) -> Searched:
-        """`POST /search/vector`."""
+    async def search_vectors(
+        self, rows: list[list[float]], knobs: Knobs, collection: str | None = None
+    ) -> Searched:
+        """`POST /search/vector` (on `collection`, default: the default collection)."""
 
         async def work() -> Searched:
-            return await self._search(self.choice(), rows, knobs)
+            return await self._search(self.choice(collection), rows, knobs)
 
         return await self._measured("vector", work())
 
-    async def search_image(self, blob: bytes, knobs: Knobs) -> Searched:
+    async def search_image(
+        self, blob: bytes, knobs: Knobs, collection: str | None = None
+    ) -> Searched:
         """`POST /search/image`: embed with the embedder, then search."""
 
         async def work() -> Searched:
             # Everything that can refuse the request is checked before the embedder works
-            # on the image (tens of ms of its CPU): k, k·refine, and that an index exists.
+            # on the image (tens of ms of its CPU): k, k·refine, that an index exists, and
+            # that the filter fits it.
             self.check_k(knobs)
-            choice = self.choice()
+            choice = self.choice(collection)
             self.check_candidates(choice, knobs)
+            self.check_filter(choice, knobs)
             rows = await self.embed(blob, choice)
             return await self._search(choice, rows, knobs)
 
         return await self._measured("image", work())
 
-    async def search_similar(self, id_: int, knobs: Knobs) -> Searched:
+    async def search_similar(
+        self, id_: int, knobs: Knobs, collection: str | None = None
+    ) -> Searched:
         """`GET /search/similar/{id}`: the item's own vector as the query (it ranks first)."""
 
         async def work() -> Searched:
-            item, choice = await self.item(id_)
+            choice = self.choice(collection)
+            self.check_filter(choice, knobs)  # before the item look-up costs a shard call
+            item, choice = await self.item(id_, collection, choice)
             vector = decode_array(item.vector_b64, "<f4", (item.dim or choice.dim,))
             return await self._search(choice, vector[None, :], knobs, item.space)
 
@@ -186,7 +215,8 @@ class RouterService:
         k = self.check_k(knobs)
         dim = choice.dim if space == "model" else len(rows[0])
         queries = prepare_queries(rows, dim, self.settings.max_queries)
-        params = SearchParams(k, knobs.nprobe, knobs.refine, space)
+        self.check_filter(choice, knobs)
+        params = SearchParams(k, knobs.nprobe, knobs.refine, space, knobs.filter)
         self.check_candidates(choice, knobs)
         result = await self.coalescer.search(
             choice, queries, params, self.settings.timeout_ms / 1000
@@ -218,6 +248,12 @@ class RouterService:
                 f"k·refine = {k}·{refine} is over the limit of "
                 f"{self.settings.max_candidates} candidates per query"
             )
+
+    def check_filter(self, choice: VersionChoice, knobs: Knobs) -> None:
+        """400 when the filter does not fit the version's metadata schema or is too large
+        (checked here, so a bad filter never reaches a shard); nothing without a filter."""
+        if knobs.filter is not None:
+            check_filter(knobs.filter, choice.metadata)
 
     # --- the embedder ---------------------------------------------------------------
 
@@ -260,11 +296,14 @@ class RouterService:
 
     # --- items and images --------------------------------------------------------------
 
-    async def item(self, id_: int) -> tuple[ShardItem, VersionChoice]:
-        """The indexed item `id_` from a shard holding its partition (id mod P)."""
+    async def item(
+        self, id_: int, collection: str | None = None, choice: VersionChoice | None = None
+    ) -> tuple[ShardItem, VersionChoice]:
+        """The indexed item `id_` of `collection` (in `choice`, else the version queries
+        use now) from a shard holding its partition (id mod P)."""
         if not 0 <= id_ <= MAX_ID:
             raise NotFound(f"no image with id {id_}: ids are 0..{MAX_ID}")
-        choice = self.choice()
+        choice = choice or self.choice(collection)
         partition = id_ % choice.partitions
         holders = choice.holders_of(partition)
         if not holders:
@@ -273,7 +312,7 @@ class RouterService:
                 "is not served by any shard that is up"
             )
         errors: list[str] = []
-        params = {"version": choice.version}
+        params = {"version": choice.version, "collection": choice.collection}
         for url in holders:
             try:
                 reply = await self.upstream.get(
@@ -295,11 +334,11 @@ class RouterService:
                 errors.append(f"{url}: unusable answer: {exc}")
         raise Unavailable(f"could not read id {id_}: {'; '.join(errors)}")
 
-    async def image(self, id_: int) -> ImageReply:
-        """The bytes of image `id_`, or a presigned URL to redirect to."""
-        item, _ = await self.item(id_)
+    async def image(self, id_: int, collection: str | None = None) -> ImageReply:
+        """The bytes of image `id_` of `collection`, or a presigned URL to redirect to."""
+        item, choice = await self.item(id_, collection)
         fetch = run_in_context(self.images.fetch)
-        return await asyncio.to_thread(fetch, item.path, item.version)
+        return await asyncio.to_thread(fetch, item.path, item.version, choice.collection)
 
 
 def embedder_refusal(reply: Reply) -> BadInput:

@@ -151,3 +151,56 @@ def test_router_and_shard_settings_build_the_same_admin_keys(tmp_path: Path) -> 
         assert ring.scope_of("a1") == ring.scope_of("from-file") == "admin"
         assert ring.scope_of("reader") == "search"
     assert router.ring().scope_of("s1") == "search" and shard.ring().scope_of("s1") is None
+
+
+# ------------------------------------------------------------------ collections
+
+
+def test_a_key_file_line_may_restrict_its_key_to_collections() -> None:
+    ring = parse_key_file(
+        "search:a collections=cats,dogs\nadmin:b   collections=cats\nsearch:c\n"
+        "search:d collections=x collections=y\n",
+        "f",
+    )
+    assert ring.grant_of("a") == ("search", frozenset({"cats", "dogs"}))
+    assert ring.grant_of("b") == ("admin", frozenset({"cats"}))
+    assert ring.grant_of("c") == ("search", None)  # no option: every collection
+    assert ring.grant_of("d") == ("search", frozenset({"x", "y"}))
+    assert ring.grant_of("zz") is None and ring.scope_of("a") == "search"
+
+
+def test_a_key_listed_twice_gets_the_widest_grant() -> None:
+    ring = KeyRing.of(
+        [
+            ("k", "search", frozenset({"a"})),
+            ("k", "admin", frozenset({"b"})),
+            ("open", "search", frozenset({"a"})),
+            ("open", "search", None),
+        ]
+    )
+    assert ring.grant_of("k") == ("admin", frozenset({"a", "b"}))
+    assert ring.grant_of("open") == ("search", None)
+    fixed = KeyRing.of([("k", "search")])  # from a variable: unrestricted
+    assert fixed.merged(ring).grant_of("k") == ("admin", None)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("search:k collections=\n", "f:1: 'collections=' needs comma-separated"),
+        ("search:k collections=Bad/Name\n", "f:1: 'collections=' needs"),
+        ("search:k colections=a\n", "f:1: API keys must be printable ASCII"),
+    ],
+)
+def test_a_bad_collections_option_is_named_with_its_line(text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_key_file(text, "f")
+    assert words in err.value.reason
+
+
+def test_authorize_refuses_a_collection_the_key_may_not_use() -> None:
+    source = KeySource(KeyRing.of([("s", "search", frozenset({"cats"}))]))
+    assert authorize(source, {"x-api-key": "s"}, "search", "cats") == "s"
+    assert authorize(source, {"x-api-key": "s"}, "search") == "s"  # not about a collection
+    with pytest.raises(Forbidden, match="may not use collection 'dogs'; it may use: cats"):
+        authorize(source, {"x-api-key": "s"}, "search", "dogs")

@@ -9,6 +9,8 @@ slow, failing and garbled answers.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,6 +66,53 @@ def test_openapi_lists_the_public_routes() -> None:
             assert route in paths
         assert "post" in paths["/admin/reload"]
         assert {"/health", "/stats", "/health/live", "/health/ready", "/metrics"} <= set(paths)
+        assert {"/collections", "/collections/{name}"} <= set(paths)
+        for route in ("search/vector", "search/image", "search/similar/{id}", "images/{id}"):
+            assert f"/collections/{{name}}/{route}" in paths
+
+    run(scenario)
+
+
+def test_filter_strings_that_are_not_filters_are_400_before_any_shard_is_asked() -> None:
+    async def scenario(client: httpx.AsyncClient) -> None:
+        similar = await client.get("/search/similar/1", params={"filter": "{nope"})
+        assert similar.status_code == 400, similar.text
+        assert similar.json()["error"] == "invalid_filter"
+        assert "query parameter 'filter'" in similar.json()["detail"]
+        files = {"file": ("q.jpg", b"\xff\xd8", "image/jpeg")}
+        image = await client.post("/search/image", files=files, data={"filter": '{"eq": 1}'})
+        assert image.status_code == 400, image.text
+        assert "form field 'filter'" in image.json()["detail"]
+        named = await client.get("/collections/cats/search/similar/1", params={"filter": "[]"})
+        assert named.status_code == 400 and named.json()["error"] == "invalid_filter"
+
+    run(scenario)
+
+
+def test_collections_with_no_shard_up() -> None:
+    """Nothing is listed; a collection's routes answer 503 (nobody can tell it exists)."""
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        listing = await client.get("/collections")
+        assert listing.json() == {"default": "default", "collections": []}
+        assert (await client.get("/collections/cats")).status_code == 503
+        searched = await client.post("/collections/cats/search/vector", json={"vector": [1.0]})
+        assert searched.status_code == 503, searched.text
+        assert "collection 'cats'" in searched.json()["detail"]
+
+    run(scenario)
+
+
+def test_every_schema_reference_of_the_document_resolves() -> None:
+    """The vector body is declared by hand; its filter's node models must be components
+    (a `#/$defs/...` reference inside an operation would dangle)."""
+
+    async def scenario(client: httpx.AsyncClient) -> None:
+        document = (await client.get("/openapi.json")).json()
+        refs = set(re.findall(r'"\$ref": "([^"]+)"', json.dumps(document)))
+        schemas = document["components"]["schemas"]
+        assert "#/components/schemas/Eq" in refs and "Not" in schemas
+        assert {r for r in refs if r.removeprefix("#/components/schemas/") not in schemas} == set()
 
     run(scenario)
 

@@ -7,10 +7,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import TypeAdapter
 
-from simsearch.router.coalesce import Coalescer
+from simsearch.common.filters import Filter
+from simsearch.router.coalesce import Coalescer, coalescing_key
 from simsearch.router.fanout import FanoutResult, Hit, SearchParams
 from simsearch.router.routing import VersionChoice
+
+FILTER: TypeAdapter[Filter] = TypeAdapter(Filter)
 
 
 class RecordingFanOut:
@@ -31,10 +35,11 @@ class RecordingFanOut:
         return FanoutResult(choice.version, 4, hits, {0, 1, 2, 3})
 
 
-def choice(holder: str = "http://shard-0") -> VersionChoice:
+def choice(holder: str = "http://shard-0", collection: str = "default") -> VersionChoice:
     """Version v1 with all 4 partitions on `holder`: the name tells which plan a batch used."""
     everything = frozenset({0, 1, 2, 3})
     return VersionChoice(
+        collection=collection,
         version="v1",
         partitions=4,
         dim=4,
@@ -95,6 +100,38 @@ def test_different_parameters_are_never_mixed() -> None:
     assert all(len(a.hits) == 1 for a in answers)
 
 
+def test_different_collections_and_filters_are_never_mixed() -> None:
+    """A shard call carries one collection and one filter: queries that differ in either
+    go out apart; equal filters (compared by their JSON) still share a call."""
+    fanout = RecordingFanOut()
+    coalescer = Coalescer(fanout, max_queries=32)  # type: ignore[arg-type]
+    tulips = {"field": "label", "eq": "tulips"}
+    roses = {"field": "label", "eq": "roses"}
+
+    def params(f: dict[str, str] | None) -> SearchParams:
+        return SearchParams(5, filter=None if f is None else FILTER.validate_python(f))
+
+    asks = [("cats", tulips), ("dogs", tulips), ("cats", roses), ("cats", None), ("cats", tulips)]
+
+    async def main() -> list[Any]:
+        q = np.zeros((1, 4), np.float32)
+        return await asyncio.gather(
+            *(coalescer.search(choice(collection=c), q, params(f), 1.0) for c, f in asks)
+        )
+
+    asyncio.run(main())
+    assert sorted(fanout.calls) == [1, 1, 1, 2]  # only the two (cats, tulips) together
+
+
+def test_the_coalescing_key_holds_collection_version_and_the_filter_json() -> None:
+    a = SearchParams(5, filter=FILTER.validate_python({"field": "x", "in": [1, 2]}))
+    b = SearchParams(5, filter=FILTER.validate_python({"field": "x", "in": [1, 2]}))
+    assert a == b and hash(a) == hash(b) and a.filter_key == '{"field":"x","in":[1,2]}'
+    assert a != SearchParams(5) and SearchParams(5).filter_key is None
+    assert coalescing_key(choice(collection="cats"), a) == ("cats", "v1", b)
+    assert coalescing_key(choice(collection="cats"), a) != coalescing_key(choice(), a)
+
+
 @pytest.mark.parametrize("n", [1, 2])
 def test_nothing_is_left_waiting(n: int) -> None:
     coalescer = Coalescer(RecordingFanOut(), max_queries=8)  # type: ignore[arg-type]
@@ -124,7 +161,7 @@ def test_a_queued_batch_gets_what_is_left_of_its_deadline_and_a_fresh_plan() -> 
     """Behind a stalled batch, later queries must neither restart their deadline (the
     whole query is bounded by it) nor use a plan made before the stall."""
     fanout = SlowFanOut(0.2)
-    coalescer = Coalescer(fanout, 32, refresh=lambda v: choice("fresh"))  # type: ignore[arg-type]
+    coalescer = Coalescer(fanout, 32, refresh=lambda c, v: choice("fresh"))  # type: ignore[arg-type]
 
     async def main() -> None:
         q = np.zeros((1, 4), np.float32)

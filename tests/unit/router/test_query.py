@@ -9,9 +9,16 @@ import pytest
 from pydantic import ValidationError
 
 from simsearch.common.api import VectorQuery
-from simsearch.common.errors import EmptyInput, InvalidParameter, InvalidVector
+from simsearch.common.errors import EmptyInput, InvalidFilter, InvalidParameter, InvalidVector
 from simsearch.router.fanout import FanoutResult, Hit
-from simsearch.router.query import answer_fields, check_k, prepare_queries, to_hits
+from simsearch.router.query import (
+    answer_fields,
+    check_k,
+    hit_prefix,
+    parse_filter,
+    prepare_queries,
+    to_hits,
+)
 
 
 def test_queries_are_scaled_to_unit_length() -> None:
@@ -81,3 +88,35 @@ def test_answer_fields_say_how_complete_the_answer_is() -> None:
         "partitions_answered": 6,
         "took_ms": 1.235,
     }
+
+
+# ------------------------------------------------------------------ filters as strings
+
+
+def test_a_filter_string_is_parsed_into_the_filter_model() -> None:
+    parsed = parse_filter('{"and": [{"field": "label", "eq": "tulips"}]}', "the field")
+    assert parsed is not None
+    assert parsed.model_dump_json() == '{"and":[{"field":"label","eq":"tulips"}]}'
+    assert parse_filter(None, "x") is None and parse_filter("  ", "x") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{not json", "the query parameter 'filter' is not a filter"),
+        ('{"field": "label"}', "exactly one operator"),
+        ('{"field": "label", "eq": "a", "in": ["b"]}', "exactly one operator"),
+        ('{"field": "size", "range": {}}', "at least one of gt"),
+        ("[1, 2]", "is not a filter"),
+    ],
+)
+def test_a_string_that_is_not_a_filter_is_a_400_naming_filter(text: str, words: str) -> None:
+    with pytest.raises(InvalidFilter) as err:
+        parse_filter(text, "the query parameter 'filter'")
+    assert words in err.value.reason and "filter" in err.value.reason
+
+
+def test_hit_urls_of_a_collection_search_point_at_its_images() -> None:
+    hits = [Hit(7, 0.5, "a.jpg")]
+    assert to_hits(hits, hit_prefix("/api", "cats"))[0].url == "/api/collections/cats/images/7"
+    assert to_hits(hits, hit_prefix("", None))[0].url == "/images/7"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from simsearch.common.metadata import FieldType
 from simsearch.common.wire import ShardVersionInfo
-from simsearch.router.routing import ShardView, assign, choose_version, versions
+from simsearch.router.routing import ShardView, assign, choose_version, collections, versions
 
 OLD = "v20250101T000000Z-aaaaaa"
 NEW = "v20250102T000000Z-bbbbbb"
@@ -11,10 +12,18 @@ NEWER = "v20250103T000000Z-cccccc"
 
 
 def held(
-    version: str, ready: list[int], p: int = 8, vectors: int | None = None, live: bool = False
+    version: str,
+    ready: list[int],
+    p: int = 8,
+    vectors: int | None = None,
+    live: bool = False,
+    collection: str = "default",
+    metadata: dict[str, FieldType] | None = None,
 ) -> ShardVersionInfo:
     return ShardVersionInfo(
         version=version,
+        collection=collection,
+        metadata=metadata,
         partitions=p,
         ready=ready,
         dim=32,
@@ -26,8 +35,8 @@ def held(
     )
 
 
-def shard(url: str, *infos: ShardVersionInfo) -> ShardView:
-    return ShardView(url, {i.version: i for i in infos})
+def shard(url: str, *infos: ShardVersionInfo, polled: tuple[str, ...] = ()) -> ShardView:
+    return ShardView.of(url, infos, polled)
 
 
 def test_newest_fully_covered_version_wins() -> None:
@@ -201,3 +210,61 @@ def test_prefer_breaks_ties_between_equally_loaded_shards() -> None:
     assert choice is not None
     result = assign(choice, [5], prefer={"a": 9.0, "b": 1.0}.__getitem__)
     assert result.by_shard == {"b": [5]}
+
+
+# ------------------------------------------------------------------ per collection
+
+
+def test_each_collection_gets_its_own_choice_from_its_own_versions() -> None:
+    """`cats` is complete on its OLD version while its NEW one loads; `dogs` has only NEW,
+    on one shard: neither's versions count for the other, nor for the default."""
+    shards = [
+        shard(
+            "a",
+            held(OLD, [0, 1, 2, 3], collection="cats"),
+            held(NEW, [0, 1], collection="cats"),
+            held(NEW, list(range(8)), collection="dogs", p=8),
+        ),
+        shard("b", held(OLD, [4, 5, 6, 7], collection="cats")),
+    ]
+    cats = choose_version(shards, "cats")
+    dogs = choose_version(shards, "dogs")
+    assert cats is not None and dogs is not None
+    assert (cats.collection, cats.version, cats.complete) == ("cats", OLD, True)
+    assert (dogs.collection, dogs.version, set(dogs.holders)) == ("dogs", NEW, {"a"})
+    assert [v.version for v in versions(shards, "cats")] == [NEW, OLD]
+    assert choose_version(shards) is None  # no shard holds the default collection
+    assert choose_version(shards, "birds") is None
+    assert collections(shards) == ["cats", "dogs"]
+
+
+def test_equal_version_ids_of_two_collections_never_mix() -> None:
+    """Version ids are unique per index only: the view is keyed by (collection, version)."""
+    view = shard(
+        "a",
+        held(NEW, [0, 1, 2, 3], p=4, collection="cats", vectors=4),
+        held(NEW, [0, 1], p=2, collection="dogs", vectors=2),
+    )
+    cats, dogs = choose_version([view], "cats"), choose_version([view], "dogs")
+    assert cats is not None and dogs is not None
+    assert (cats.partitions, cats.vectors) == (4, 4) and (dogs.partitions, dogs.vectors) == (2, 2)
+
+
+def test_a_polled_collection_without_versions_is_listed_but_not_chosen() -> None:
+    shards = [shard("a", held(NEW, [0, 1], p=2), polled=("default", "fresh"))]
+    assert collections(shards) == ["default", "fresh"]
+    assert choose_version(shards, "fresh") is None
+
+
+def test_the_metadata_schema_is_the_most_common_report() -> None:
+    schema: dict[str, FieldType] = {"key": "string", "size": "int"}
+    odd: dict[str, FieldType] = {"key": "int"}
+    shards = [
+        shard("a", held(NEW, [0, 1, 2, 3], metadata=schema)),
+        shard("b", held(NEW, [4, 5, 6, 7], metadata=schema)),
+        shard("c", held(NEW, [0], metadata=odd)),
+    ]
+    choice = choose_version(shards)
+    assert choice is not None and choice.metadata == schema
+    legacy = choose_version([shard("a", held(NEW, list(range(8))))])
+    assert legacy is not None and legacy.metadata is None  # built before filters

@@ -265,7 +265,7 @@ def test_reload_polls_now_and_follows_a_rollback(tmp_path: Path) -> None:
 
     def live_choice() -> str | None:
         info = service.info()
-        choice = choose_version([ShardView("s", {v.version: v for v in info.versions})])
+        choice = choose_version([ShardView.of("s", info.versions)])
         return choice.version if choice is not None else None
 
     async def go() -> float:

@@ -5,6 +5,8 @@ takes `service: ServiceDep` and gets the one `RouterService` the lifespan built 
 module global). Each guard runs the access gate for one route class (rate limits, then
 the API key: docs/security.md) and is listed in a route's `dependencies=[...]`;
 `AdminKey` also hands the route the admin key, which `/admin/reload` sends on to shards.
+The `Collection*Guard`s check the key against the collection the `{name}` path
+parameter names; the others count as the default collection.
 Built once at import: the guards are plain functions, the gate itself lives on
 `app.state` (one per app).
 """
@@ -20,6 +22,9 @@ from simsearch.router.service import RouterService
 
 __all__ = [
     "AdminKey",
+    "CollectionImageSearchGuard",
+    "CollectionImagesGuard",
+    "CollectionVectorGuard",
     "ImageSearchGuard",
     "ImagesGuard",
     "ServiceDep",
@@ -40,3 +45,6 @@ VectorGuard = Depends(guard("vector_search"))
 ImageSearchGuard = Depends(guard("image_search"))
 ImagesGuard = Depends(guard("images"))
 AdminKey = Annotated[str | None, Depends(guard("admin"))]
+CollectionVectorGuard = Depends(guard("vector_search", "name"))
+CollectionImageSearchGuard = Depends(guard("image_search", "name"))
+CollectionImagesGuard = Depends(guard("images", "name"))

@@ -11,7 +11,16 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
-__all__ = ["IdPath", "KQuery", "NprobeQuery", "RefineQuery", "ReloadTimeout", "StrictQuery"]
+__all__ = [
+    "CollectionPath",
+    "FilterQuery",
+    "IdPath",
+    "KQuery",
+    "NprobeQuery",
+    "RefineQuery",
+    "ReloadTimeout",
+    "StrictQuery",
+]
 
 IdPath = Annotated[int, Path(description="An image id (from a search result).")]
 KQuery = Annotated[
@@ -22,6 +31,13 @@ KQuery = Annotated[
 StrictQuery = Annotated[bool, Query(description="503 instead of a partial answer.")]
 NprobeQuery = Annotated[int | None, Query(ge=1, le=65536, description="Override nprobe.")]
 RefineQuery = Annotated[int | None, Query(ge=1, le=100, description="Override refine.")]
+FilterQuery = Annotated[
+    str | None,
+    Query(description="A filter as a JSON string (docs/filters.md); 400 when it is not one."),
+]
+CollectionPath = Annotated[
+    str, Path(description="A collection (a named index), as `GET /collections` lists them.")
+]
 ReloadTimeout = Annotated[
     float, Query(ge=0, le=300, description="Seconds each shard waits for its poll (then 202).")
 ]

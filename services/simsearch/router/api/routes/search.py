@@ -4,63 +4,137 @@ Thin: parse the request, call `RouterService`, shape the answer (`router/query.p
 `POST /search/vector` is also served past FastAPI by `JsonFastPath` (`fast_vector_route`,
 installed by `create_app`); both go through `vector_answer`, so the two cannot drift. The
 declared route stays the documented contract and answers requests with a query string.
+
+These routes search the default collection. The collection routes
+(`api/routes/collections.py`) call the same answer functions (`vector_answer`,
+`image_search_answer`, `similar_answer`) with the collection they name.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
 from simsearch.common.api import BatchSearchResponse, SearchResponse, VectorQuery
 from simsearch.common.apidoc import binary_part, error_responses, multipart_body
+from simsearch.common.errors import InvalidFilter
+from simsearch.common.filters import Filter
 from simsearch.common.http import JsonHandler, read_file_parts
 from simsearch.router.api.deps import ImageSearchGuard, ServiceDep, VectorGuard
-from simsearch.router.api.params import IdPath, KQuery, NprobeQuery, RefineQuery, StrictQuery
-from simsearch.router.query import answer_fields, to_hits
+from simsearch.router.api.params import (
+    FilterQuery,
+    IdPath,
+    KQuery,
+    NprobeQuery,
+    RefineQuery,
+    StrictQuery,
+)
+from simsearch.router.query import answer_fields, hit_prefix, parse_filter, to_hits
 from simsearch.router.service import Knobs, RouterService, Searched
 
-__all__ = ["fast_vector_route", "router", "vector_answer"]
+__all__ = [
+    "IMAGE_BODY",
+    "SCHEMAS",
+    "VECTOR_BODY",
+    "fast_vector_route",
+    "image_search_answer",
+    "parse_vector_query",
+    "router",
+    "similar_answer",
+    "vector_answer",
+]
 
 router = APIRouter()
 
-_VECTOR_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": VectorQuery.model_json_schema()}},
-    }
+# The body's schema refers to the filter's node models (Eq, And, ...) as components of the
+# document: `create_app` adds `SCHEMAS` there (a `#/$defs/...` reference would dangle).
+_VECTOR_SCHEMA = VectorQuery.model_json_schema(ref_template="#/components/schemas/{model}")
+SCHEMAS: dict[str, Any] = _VECTOR_SCHEMA.pop("$defs", {})
+VECTOR_BODY = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _VECTOR_SCHEMA}}}
 }
-_IMAGE_BODY = multipart_body(
-    {"file": binary_part("The query image (JPEG, PNG, WebP, GIF, BMP, TIFF).")},
-    description="One file part named `file` (with a filename); other parts are ignored.",
-)
 
 
-def respond(searched: Searched, request: Request) -> SearchResponse:
-    """The answer to one query, with result URLs under the app's root path."""
-    prefix = request.scope.get("root_path", "")
+def _image_body() -> dict[str, Any]:
+    """The multipart body: the `file` part (required) and the optional `filter` field."""
+    body = multipart_body(
+        {"file": binary_part("The query image (JPEG, PNG, WebP, GIF, BMP, TIFF).")},
+        description="One file part named `file` (with a filename) and, optionally, a form "
+        "field `filter` (a filter as a JSON string, docs/filters.md); other parts are ignored.",
+    )
+    schema = body["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema["properties"]["filter"] = {
+        "type": "string",
+        "description": "A filter as a JSON string (docs/filters.md).",
+    }
+    return body
+
+
+IMAGE_BODY = _image_body()
+
+
+def respond(searched: Searched, request: Request, collection: str | None) -> SearchResponse:
+    """The answer to one query, with result URLs under the app's root path (and under the
+    collection's routes for a collection search)."""
+    prefix = hit_prefix(request.scope.get("root_path", ""), collection)
     fields = answer_fields(searched.result, searched.k, searched.took_ms)
     return SearchResponse(results=to_hits(searched.result.hits[0], prefix), **fields)
 
 
 async def vector_answer(
-    body: VectorQuery, request: Request, service: RouterService, strict: bool
+    body: VectorQuery,
+    request: Request,
+    service: RouterService,
+    strict: bool,
+    collection: str | None = None,
 ) -> bytes:
-    """`POST /search/vector`'s answer as JSON bytes (the route and its fast path share it)."""
-    knobs = Knobs(body.k, body.nprobe, body.refine, strict)
-    searched = await service.search_vectors(body.rows(), knobs)
+    """`POST /search/vector`'s answer as JSON bytes (the route and its fast path share it;
+    `collection` None: the default collection)."""
+    knobs = Knobs(body.k, body.nprobe, body.refine, strict, body.filter)
+    searched = await service.search_vectors(body.rows(), knobs, collection)
     if body.vectors is None:
-        answer: SearchResponse | BatchSearchResponse = respond(searched, request)
+        answer: SearchResponse | BatchSearchResponse = respond(searched, request, collection)
     else:
-        prefix = request.scope.get("root_path", "")
+        prefix = hit_prefix(request.scope.get("root_path", ""), collection)
         fields = answer_fields(searched.result, searched.k, searched.took_ms)
         hits = [to_hits(row, prefix) for row in searched.result.hits]
         answer = BatchSearchResponse(results=hits, **fields)
     return answer.model_dump_json().encode()
+
+
+async def image_search_answer(
+    request: Request, service: RouterService, knobs: Knobs, collection: str | None = None
+) -> SearchResponse:
+    """`POST /search/image`'s answer: the upload (and its `filter` field) searched."""
+    blob, filter_ = await read_upload(request)
+    searched = await service.search_image(blob, replace_filter(knobs, filter_), collection)
+    return respond(searched, request, collection)
+
+
+async def similar_answer(
+    id_: int,
+    request: Request,
+    service: RouterService,
+    knobs: Knobs,
+    filter_text: str | None,
+    collection: str | None = None,
+) -> SearchResponse:
+    """`GET /search/similar/{id}`'s answer (`filter_text`: the `filter` query parameter)."""
+    filter_ = parse_filter(filter_text, "the query parameter 'filter'")
+    searched = await service.search_similar(id_, replace_filter(knobs, filter_), collection)
+    return respond(searched, request, collection)
+
+
+def replace_filter(knobs: Knobs, filter_: Filter | None) -> Knobs:
+    """`knobs` with the filter a request's string field carried."""
+    return knobs if filter_ is None else replace(knobs, filter=filter_)
 
 
 def fast_vector_route() -> JsonHandler:
@@ -96,18 +170,24 @@ async def parse_vector_query(request: Request) -> VectorQuery:
         raise RequestValidationError(errors) from None
 
 
-async def read_upload(request: Request) -> bytes:
-    """The bytes of the one file part (`file`); 4xx with the uniform body for anything else."""
+async def read_upload(request: Request) -> tuple[bytes, Filter | None]:
+    """The bytes of the one file part (`file`) and the `filter` form field, if any; 4xx
+    with the uniform body for anything else."""
     parts = await read_file_parts(request, ("file",), max_files=1, max_fields=16)
-    return parts[0]
+    # `read_file_parts` parsed the whole form; Starlette keeps it on the request, so this
+    # reads the parsed fields again (the file parts are closed, the text fields are not)
+    field = (await request.form()).get("filter")
+    if isinstance(field, UploadFile):
+        raise InvalidFilter("the form field 'filter' must be a plain field (a JSON string)")
+    return parts[0], parse_filter(field, "the form field 'filter'")
 
 
 @router.post(
     "/search/vector",
     response_model=SearchResponse | BatchSearchResponse,
     dependencies=[VectorGuard],
-    openapi_extra=_VECTOR_BODY,
-    responses=error_responses(400, 401, 413, 422, 429, 502, 503),
+    openapi_extra=VECTOR_BODY,
+    responses=error_responses(400, 401, 403, 413, 422, 429, 502, 503),
 )
 async def search_vector(
     body: Annotated[VectorQuery, Depends(parse_vector_query)],
@@ -128,8 +208,8 @@ async def search_vector(
     "/search/image",
     response_model=SearchResponse,
     dependencies=[ImageSearchGuard],
-    openapi_extra=_IMAGE_BODY,
-    responses=error_responses(400, 401, 413, 415, 422, 429, 502, 503),
+    openapi_extra=IMAGE_BODY,
+    responses=error_responses(400, 401, 403, 413, 415, 422, 429, 502, 503),
 )
 async def search_image(
     request: Request,
@@ -139,17 +219,15 @@ async def search_image(
     nprobe: NprobeQuery = None,
     refine: RefineQuery = None,
 ) -> SearchResponse:
-    """Nearest images to an uploaded image (multipart part `file`)."""
-    blob = await read_upload(request)
-    searched = await service.search_image(blob, Knobs(k, nprobe, refine, strict))
-    return respond(searched, request)
+    """Nearest images to an uploaded image (multipart part `file`, optional field `filter`)."""
+    return await image_search_answer(request, service, Knobs(k, nprobe, refine, strict))
 
 
 @router.get(
     "/search/similar/{id}",
     response_model=SearchResponse,
     dependencies=[VectorGuard],
-    responses=error_responses(400, 401, 404, 422, 429, 502, 503),
+    responses=error_responses(400, 401, 403, 404, 422, 429, 502, 503),
 )
 async def search_similar(
     id: IdPath,
@@ -159,7 +237,9 @@ async def search_similar(
     strict: StrictQuery = False,
     nprobe: NprobeQuery = None,
     refine: RefineQuery = None,
+    filter: FilterQuery = None,
 ) -> SearchResponse:
-    """Images similar to an indexed one. The image itself is kept: it ranks first (≈1.0)."""
-    searched = await service.search_similar(id, Knobs(k, nprobe, refine, strict))
-    return respond(searched, request)
+    """Images similar to an indexed one. The image itself is kept: it ranks first (≈1.0)
+    (unless a filter leaves it out)."""
+    knobs = Knobs(k, nprobe, refine, strict)
+    return await similar_answer(id, request, service, knobs, filter)

@@ -1,4 +1,5 @@
-"""`GET /health` and `GET /stats`: the cluster as discovery last saw it (`router/status.py`)."""
+"""`GET /health` and `GET /stats`: the cluster as discovery last saw it (`router/status.py`),
+about the default collection (`GET /collections` reports every one)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ async def health(service: ServiceDep) -> JSONResponse:
     down; unhealthy (503): no shard serves anything."""
     registry = service.registry
     body = status.health(
-        list(registry.states.values()), registry.polls, service.embedder_watch.state
+        list(registry.states.values()),
+        registry.polls,
+        service.embedder_watch.state,
+        service.settings.index,
     )
     code = 503 if body.status == "unhealthy" else 200
     return JSONResponse(body.model_dump(), status_code=code)
@@ -31,4 +35,5 @@ async def health(service: ServiceDep) -> JSONResponse:
 @router.get("/stats", response_model=StatsResponse)
 async def stats(service: ServiceDep) -> StatsResponse:
     """Totals, the version queries use, and every shard's partitions and state."""
-    return status.stats(list(service.registry.states.values()), time.monotonic())
+    states = list(service.registry.states.values())
+    return status.stats(states, time.monotonic(), service.settings.index)
