@@ -9,9 +9,7 @@ cluster wrote, not against another HTTP call.
 
 Collections and filters (issue #14): a second collection, `second`, is written into the
 same store (40 of the same keys, other vectors, P=2) and the shards find it on their
-next poll. Those tests need the router's `/collections` routes and the shards'
-collections; until both are merged they skip, saying so. The filtered searches also need
-an index with metadata (the built-in `key` field), and skip without it.
+next poll. It is written with the built-in metadata fields, so filters on `key` work.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import httpx
@@ -45,12 +42,11 @@ from simsearch.client import (
 from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import ModelInfo
-from simsearch.common.settings import load_settings
+from simsearch.common.metadata import BUILTIN_FIELDS, builtin_row
 from simsearch.common.storage import open_store
+from simsearch.indexer.metadata import Metadata
 from simsearch.indexer.writer import write_index
 from simsearch.local.loadgen import QueryLoad, summarise
-from simsearch.router.app import create_app
-from simsearch.router.settings import RouterSettings
 from tests.support.cluster import BUCKET, DIM, MODEL, N, P, SmallCluster, small_cluster, spawn
 from tests.support.procs import Service, run_cli, wait_for, wait_ready
 from tests.support.s3server import stop_process
@@ -59,19 +55,6 @@ pytestmark = pytest.mark.integration
 
 SEARCH, ADMIN, BURST = "search-key", "admin-key", "burst-key"
 SECOND, SECOND_N = "second", 40  # the second collection: the first 40 keys, other vectors
-
-
-@cache
-def router_serves_collections() -> bool:
-    """Whether this checkout's router has the collection routes (its own OpenAPI)."""
-    app = create_app(load_settings(RouterSettings, shards="http://127.0.0.1:9"))
-    return "/collections" in app.openapi()["paths"]
-
-
-needs_collections = pytest.mark.skipif(
-    not router_serves_collections(),
-    reason="needs the router's /collections routes and the shards' collections (issue #14)",
-)
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +220,7 @@ def test_the_cli_sends_its_key_from_the_flag_or_the_environment(
     assert from_env.returncode == 0, from_env.stderr
 
 
-# ---- collections and filters (issue #14): skipped until the router and shards serve them
+# ---- collections and filters (issue #14)
 
 
 @dataclass(frozen=True)
@@ -259,15 +242,23 @@ class Second:
 @pytest.fixture(scope="module")
 def second(cluster: SmallCluster, keyed: Service) -> Second:
     """`second` published into the cluster's store, then waited for until fully served."""
-    if not router_serves_collections():
-        pytest.skip("needs the router's /collections routes (issue #14)")
     paths = cluster.paths[:SECOND_N]
     x = np.random.default_rng(11).standard_normal((SECOND_N, DIM)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     layout = IndexLayout(open_store(cluster.router_env["SIMSEARCH_STORE"]), SECOND)
     model = ModelInfo(name=MODEL, dim=DIM)
     source = f"s3://{BUCKET}/lib"  # the same photos: the first three keys have objects
-    manifest = write_index(layout, key_ids(paths), x, paths, model, partitions=2, source=source)
+    rows = {p: builtin_row(p, 1000 + i, None) for i, p in enumerate(paths)}
+    manifest = write_index(
+        layout,
+        key_ids(paths),
+        x,
+        paths,
+        model,
+        partitions=2,
+        source=source,
+        metadata=Metadata(dict(BUILTIN_FIELDS), rows),
+    )
     with Client(keyed.url, api_key=ADMIN) as client:
         client.reload(timeout_s=10)  # the shards look now, not at their next poll
 
@@ -278,7 +269,6 @@ def second(cluster: SmallCluster, keyed: Service) -> Second:
     return Second(manifest.version, key_ids(paths), x, paths)
 
 
-@needs_collections
 def test_collections_are_listed_and_described(
     cluster: SmallCluster, keyed: Service, second: Second
 ) -> None:
@@ -298,7 +288,6 @@ def test_collections_are_listed_and_described(
         assert missing.value.status == 404 and "no-such-collection" in missing.value.detail
 
 
-@needs_collections
 def test_searches_and_downloads_in_a_collection(
     cluster: SmallCluster, keyed: Service, second: Second, tmp_path: Path
 ) -> None:
@@ -330,7 +319,6 @@ def test_searches_and_downloads_in_a_collection(
             b"".join(client.image(first, collection="nope"))
 
 
-@needs_collections
 def test_a_filter_the_collection_cannot_take_is_an_invalid_filter(
     cluster: SmallCluster, keyed: Service, second: Second
 ) -> None:
@@ -348,12 +336,10 @@ def test_a_filter_the_collection_cannot_take_is_an_invalid_filter(
                 client.search_image(photo, collection=collection, filter=bad)
 
 
-@needs_collections
 def test_filtered_searches_in_a_collection(keyed: Service, second: Second) -> None:
     """Filters on the built-in `key`: exact answers among the rows the filter keeps."""
     with Client(keyed.url, api_key=SEARCH) as client:
-        if "key" not in (client.collection(SECOND).metadata or {}):
-            pytest.skip("the test index has no metadata (write_index without built-in fields)")
+        assert "key" in (client.collection(SECOND).metadata or {})
         prefix = {"field": "key", "prefix": "photos/000"}  # keys 0000..0009
         kept = [i for i, p in enumerate(second.paths) if p.startswith("photos/000")]
         query = second.vectors[25]
@@ -372,7 +358,6 @@ def test_filtered_searches_in_a_collection(keyed: Service, second: Second) -> No
         assert raised.value.code == "filter_too_large"
 
 
-@needs_collections
 def test_collections_async(cluster: SmallCluster, keyed: Service, second: Second) -> None:
     async def scenario() -> None:
         async with AsyncClient(keyed.url, api_key=SEARCH) as client:
@@ -396,7 +381,6 @@ def test_collections_async(cluster: SmallCluster, keyed: Service, second: Second
     asyncio.run(scenario())
 
 
-@needs_collections
 def test_the_cli_searches_a_collection(
     cluster: SmallCluster, keyed: Service, second: Second, tmp_path: Path
 ) -> None:

@@ -54,10 +54,6 @@ def client_routes() -> set[tuple[str, str]]:
     return set(ROUTES.values()) | set(IN_COLLECTION.values())
 
 
-def router_has_collections() -> bool:
-    return ("GET", "/collections") in public_routes()
-
-
 def test_the_client_calls_exactly_the_expected_routes() -> None:
     assert client_routes() == EXPECTED | EXPECTED_COLLECTIONS
     assert set(IN_COLLECTION) <= set(ROUTES), "a collection route without its default route"
@@ -69,12 +65,8 @@ def test_every_public_route_has_a_client_method() -> None:
     assert old == EXPECTED, "routes outside /collections: the router and the list disagree"
 
 
-@pytest.mark.skipif(
-    not router_has_collections(),
-    reason="the router's /collections routes are not merged yet (issue #14, router slice)",
-)
 def test_every_collection_route_has_a_client_method() -> None:
-    """Strict once the router serves collections: its routes are exactly the client's."""
+    """The router's routes are exactly the client's, the collection routes included."""
     routes = public_routes()
     assert routes - client_routes() == set(), "routes without a client method"
     assert client_routes() - routes == set(), "client methods for routes the router lacks"
