@@ -203,7 +203,7 @@ def main() -> None:
     )
     try:
         wait_ready(args.port)
-        with Client(f"http://127.0.0.1:{args.port}", timeout_s=60) as client:
+        with Client(f"http://127.0.0.1:{args.port}") as client:
             run_filter(client, q[:50], None, None)  # warm-up
             for name, spec in FILTERS.items():
                 result["filters"][name] = measure(client, q, qs, xs, ys, ids, meta, spec)
