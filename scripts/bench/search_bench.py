@@ -39,7 +39,7 @@ from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import ModelInfo
 from simsearch.common.storage import open_store
-from simsearch.indexer.faissbuild import fill_partition
+from simsearch.indexer.faissbuild import choose_params, fill_partition
 from simsearch.indexer.writer import write_index
 
 K = 10
@@ -346,6 +346,11 @@ def main() -> None:
         action="store_true",
         help="photo-like vectors in WORKDIR/x.npy, memory-mapped (for n that does not fit RAM)",
     )
+    parser.add_argument(
+        "--pca-dim",
+        type=int,
+        help="the scoring space's dimension (the model's own: no PCA, rank in the raw space)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -398,6 +403,7 @@ def main() -> None:
             keys,
             ModelInfo(name="synthetic", dim=args.dim),
             partitions=args.partitions,
+            params=choose_params(args.n, args.dim, pca_dim=args.pca_dim) if args.pca_dim else None,
             workdir=args.workdir,
         )
         result["build_s"] = time.perf_counter() - started

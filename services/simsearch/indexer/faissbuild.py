@@ -100,6 +100,7 @@ def _fastscan_params(n: int, dim: int, nlist: int, pq_m: int | None, pca_dim: in
     m = pq_m or space  # one dimension per 4-bit code: see the docstring of choose_params
     if space % m:
         raise InvalidParameter(f"PQ m={m} must divide the scoring dimension {space}")
+    scoring = f"PCA{space} scoring space" if space < dim else "the raw space (no PCA)"
     return IndexParams(
         factory=f"IVF{nlist},PQ{m}x4",  # stored flat, searched with fast-scan kernels
         nlist=nlist,
@@ -110,7 +111,7 @@ def _fastscan_params(n: int, dim: int, nlist: int, pq_m: int | None, pca_dim: in
         train_size=min(n, max(nlist * COARSE_TRAIN_PER_LIST, PQ_TRAIN_POINTS)),
         pca_dim=space if space < dim else None,
         reason=(
-            f"n={n}: PCA{space} scoring space, IVF with ~4·sqrt(n) lists, PQ{m}x4 codes "
+            f"n={n}: {scoring}, IVF with ~4·sqrt(n) lists, PQ{m}x4 codes "
             "(fast-scan), re-rank 10·k from float16 features; nprobe from the recall probe"
         ),
     )
