@@ -85,6 +85,7 @@ class Template:
     _placeholder: Any  # an empty quantizer, what copies made by `shell` start with
     _lock: threading.Lock
     _linear: tuple[np.ndarray, np.ndarray] | None = None  # the PCA as numpy (Aᵀ, b)
+    _centroid_sq: np.ndarray | None = None  # |c|² of every list centroid, made on first use
 
     @classmethod
     def of(cls, index: faiss.Index) -> Template:
@@ -196,6 +197,36 @@ class Template:
             np.ascontiguousarray(coarse_d, dtype=np.float32),
             np.ascontiguousarray(coarse_i, dtype=np.int64),
         )
+
+    def centroid_distance(
+        self, xq: np.ndarray, coarse_d: np.ndarray, coarse_i: np.ndarray
+    ) -> np.ndarray:
+        """Euclidean distance of each projected query to its nearest list centroid.
+
+        The drift signal (`CentroidFit` in the manifest): vectors far from every centroid
+        are what the template was not trained on, and their lists are the ones whose
+        recall suffers. `coarse_d`/`coarse_i` are what `coarse` returned (column 0 is the
+        nearest list). With an inner-product quantizer the distance is rebuilt as
+        √(|x|² + |c|² − 2⟨x, c⟩), with the centroids' norms computed once per template,
+        so the indexer and the shard report the same figure for the same vector.
+        """
+        nearest_d = coarse_d[:, 0].astype(np.float64)
+        if self.quantizer.metric_type == faiss.METRIC_L2:
+            squared = nearest_d
+        else:
+            norms = self._centroid_norms()
+            x_sq = np.einsum("ij,ij->i", xq, xq).astype(np.float64)
+            squared = x_sq + norms[np.maximum(coarse_i[:, 0], 0)] - 2 * nearest_d
+        return np.sqrt(np.maximum(squared, 0.0)).astype(np.float32)
+
+    def _centroid_norms(self) -> np.ndarray:
+        """|c|² of every centroid (nlist floats), computed on first use."""
+        found = self._centroid_sq
+        if found is None:
+            centroids = self.quantizer.reconstruct_n(0, self.nlist)
+            found = np.einsum("ij,ij->i", centroids, centroids).astype(np.float64)
+            self._centroid_sq = found  # racing threads compute the same array: harmless
+        return found
 
 
 def _linear_map(pretransform: Any | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -160,6 +160,30 @@ class VersionStatus(BaseModel):
     vectors: int
 
 
+class RecallStatus(BaseModel):
+    """Live recall of one collection's version: sampled real queries re-run exactly."""
+
+    collection: str
+    version: str
+    recall: float | None = Field(
+        description="Mean recall@k of the sampled queries over the window (None: no sample "
+        "yet); ties at the k-th score count as hits."
+    )
+    samples: int = Field(description="Sampled queries in the window.")
+    window_s: float = Field(description="The sliding window the mean is over.")
+    baseline: float | None = Field(
+        None, description="recall@10 the indexer measured at build time (the probe)."
+    )
+    drift: bool = Field(
+        False, description="True when live recall is below the baseline by more than the margin."
+    )
+    drift_ratio: float | None = Field(
+        None,
+        description="Live queries' distance to their nearest coarse centroid over the indexed "
+        "vectors' (1.0: the queries look like the data; well above: a --retrain is due).",
+    )
+
+
 class StatsResponse(BaseModel):
     """`GET /stats`: totals (the old shape), the index, and every shard's partitions."""
 
@@ -179,6 +203,10 @@ class StatsResponse(BaseModel):
         None, description="recall@10 measured at build time on held-out indexed vectors."
     )
     probe_queries: int | None = None
+    recall: list[RecallStatus] = Field(
+        default_factory=list,
+        description="Live recall and drift per collection and version (the recall monitor).",
+    )
 
 
 class CollectionSummary(BaseModel):

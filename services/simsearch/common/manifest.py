@@ -29,6 +29,7 @@ from simsearch.common.metadata import FieldType
 
 __all__ = [
     "FORMAT_VERSION",
+    "CentroidFit",
     "FileRef",
     "IndexParams",
     "Manifest",
@@ -173,6 +174,23 @@ class RecallProbe(_Frozen):
     seconds: float = Field(default=0, ge=0)
 
 
+class CentroidFit(_Frozen):
+    """How far vectors lie from their nearest coarse centroid: the drift baseline.
+
+    Distances are Euclidean, in the scoring space (`Template.centroid_distance`, the code
+    the shard uses on live queries). `trained` is the mean over the sample the template
+    was trained on, carried over unchanged by incremental builds that reuse the
+    template; `indexed` and `p90` describe a sample of this version's vectors. A shard
+    reports live queries' mean against `indexed` (`simsearch_drift_ratio`); the indexer
+    compares new vectors against `trained` and advises `--retrain` when they drift.
+    """
+
+    trained: float = Field(ge=0)
+    indexed: float = Field(ge=0)
+    p90: float = Field(ge=0)
+    sample: int = Field(ge=0)
+
+
 class FileRef(_Frozen):
     """One file of a version: where it is, how big, and its sha256.
 
@@ -237,6 +255,9 @@ class Manifest(_Frozen):
     # the metadata schema (field -> type) every partition's metadata.arrow has; None for a
     # version without metadata (built before filters): filters on it are refused
     metadata: dict[str, FieldType] | None = None
+    # distances to the nearest coarse centroid at build time (None: exact plan, or built
+    # before the field): the baseline of the drift gauge
+    centroid_fit: CentroidFit | None = None
 
     @field_validator("format_version")
     @classmethod

@@ -148,6 +148,10 @@ class ShardSearchRequest(BaseModel):
     # only rows whose metadata satisfies it may be returned (`common.filters`); applied
     # inside the scan, never to an unfiltered top-k
     filter: Filter | None = None
+    # brute force instead of the index: every row of the named partitions scored exactly
+    # from their memory-mapped features, in the shard's low-priority pool (nprobe and
+    # refine unused). The recall monitor's reference answer; see `ShardCandidates.exact_scan`
+    exact: bool = False
 
 
 class ShardCandidates(BaseModel):
@@ -167,6 +171,10 @@ class ShardCandidates(BaseModel):
     exact_b64: str
     paths: list[list[str]]
     took_ms: float
+    # True when the shard ran the brute-force scan `exact` asked for. A shard that
+    # predates the field ignores `exact` and answers from the index: the router then
+    # drops the recall sample instead of comparing the approximate answer with itself
+    exact_scan: bool = False
 
 
 class ShardVersionInfo(BaseModel):
@@ -198,6 +206,53 @@ class ShardVersionInfo(BaseModel):
     scoring_dim: int | None = None  # dimension after the version's PCA (None: the model's)
     # the version's metadata schema (field -> type), None for versions without metadata
     metadata: dict[str, FieldType] | None = None
+    # drift: live queries' mean distance to their nearest coarse centroid over the shard's
+    # recent window, against the indexed vectors' (manifest `centroid_fit.indexed`);
+    # None when not measured (exact plan, no queries yet, a version without the baseline)
+    centroid_distance_live: float | None = None
+    centroid_distance_indexed: float | None = None
+    drift_ratio: float | None = None  # live / indexed (1.0: queries look like the data)
+    drift_queries: int = 0  # queries in the live window
+
+
+MemoryKind = Literal["codes", "features", "metadata", "other"]
+
+
+class FileMemory(BaseModel):
+    """One kind of memory-mapped file: how much is mapped, resident, and recently used.
+
+    From `/proc/self/smaps`: `resident_bytes` sums the mappings' Rss less their
+    Anonymous pages (page cache the process maps); `working_set_bytes` is what was
+    referenced during the last working-set windows (None until one has passed, or
+    where the kernel refuses `clear_refs`).
+    """
+
+    mapped_bytes: int
+    resident_bytes: int
+    working_set_bytes: int | None = None
+
+
+class ShardMemory(BaseModel):
+    """A shard's memory, split the way limits and the page cache see it.
+
+    `anonymous_bytes` is what only this process can hold (heap, fast-scan stacks, the
+    paths) and what an OOM kill weighs; `file_bytes` is the page cache of its mapped
+    files, which the kernel may drop and read back. `files` splits the mapped files by
+    kind (codes: index files; features: features.h5; metadata: metadata.arrow; other:
+    libraries and the rest). `needed_bytes` estimates the memory that keeps p99 within
+    2× of the fully cached p99: anonymous plus the index files' working set (see
+    docs/deploy.md, where it is measured).
+    """
+
+    anonymous_bytes: int
+    file_bytes: int
+    mapped_bytes: int  # the total size of the mappings of every file
+    files: dict[MemoryKind, FileMemory]
+    stacks_bytes: int = 0  # of `anonymous_bytes`: fast-scan lists packed in RAM
+    paths_bytes: int = 0  # of `anonymous_bytes`: the stored paths, held packed
+    working_set_bytes: int | None = None  # of every index file (codes, features, metadata)
+    working_set_window_s: float = 0  # the span the working set was measured over
+    needed_bytes: int | None = None  # see the class docstring; None until measured
 
 
 class ShardInfo(BaseModel):
@@ -218,6 +273,8 @@ class ShardInfo(BaseModel):
     # why the last poll did not finish (e.g. the store unreachable while partitions are
     # `loading`); None when all is well and from shards that predate the field
     error: str | None = None
+    # anonymous / file-backed split of the process (None from shards that predate it)
+    memory: ShardMemory | None = None
 
 
 class ShardReload(BaseModel):
