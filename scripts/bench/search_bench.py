@@ -351,6 +351,12 @@ def main() -> None:
         type=int,
         help="the scoring space's dimension (the model's own: no PCA, rank in the raw space)",
     )
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the index, write base.npy and queries.npy to --workdir, and stop "
+        "(for monitor_bench.py's runs at 1M, which need no baseline)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
@@ -407,6 +413,11 @@ def main() -> None:
             workdir=args.workdir,
         )
         result["build_s"] = time.perf_counter() - started
+    if args.build_only:
+        np.save(args.workdir / "base.npy", x)
+        np.save(args.workdir / "queries.npy", q)
+        print(json.dumps(result, indent=2))
+        return
     params = manifest.params
     result["params"] = params.model_dump()
     template = Template.read(str(store_dir / "index" / "default" / manifest.trained.key))
