@@ -107,6 +107,11 @@ class PackedPaths:
         start, end = self._offsets[row], self._offsets[row + 1]
         return self._blob[start:end].decode("utf-8")
 
+    @property
+    def nbytes(self) -> int:
+        """RAM the packed paths hold: the blob and the offsets (what `/info` reports)."""
+        return len(self._blob) + int(self._offsets.nbytes)
+
     def take(self, rows: np.ndarray) -> list[str]:
         """The paths of several rows, in order."""
         return [self[int(r)] for r in rows]

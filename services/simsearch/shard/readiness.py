@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import faiss
 
 import simsearch
-from simsearch.common.wire import ShardInfo, ShardReload, ShardVersionInfo
+from simsearch.common.wire import ShardInfo, ShardMemory, ShardReload, ShardVersionInfo
 from simsearch.shard.collections import Collection
 from simsearch.shard.settings import ShardSettings
 from simsearch.shard.versions import Holdings, VersionView
@@ -91,9 +91,11 @@ def reload_answer(poller: Poller) -> ShardReload:
     )
 
 
-def shard_info(poller: Poller, settings: ShardSettings) -> ShardInfo:
+def shard_info(
+    poller: Poller, settings: ShardSettings, memory: ShardMemory | None = None
+) -> ShardInfo:
     """What the router plans from: every collection's versions and the partitions ready
-    in each, each version tagged with its collection."""
+    in each, each version tagged with its collection; `memory` as `memory.py` read it."""
     collections = poller.collections.all()
     error = poller.error()
     return ShardInfo(
@@ -112,6 +114,7 @@ def shard_info(poller: Poller, settings: ShardSettings) -> ShardInfo:
         faiss_options=FAISS_OPTIONS,
         faiss_avx2=FAISS_AVX2,
         error=error,
+        memory=memory,
     )
 
 

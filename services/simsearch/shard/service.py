@@ -36,6 +36,7 @@ from simsearch.common.wire import (
 from simsearch.shard.collections import Collections
 from simsearch.shard.execute import execute
 from simsearch.shard.items import find_item
+from simsearch.shard.memory import MemoryCollector, MemoryMonitor
 from simsearch.shard.metrics import ShardMetrics
 from simsearch.shard.poller import Poller
 from simsearch.shard.query import prepare
@@ -71,6 +72,8 @@ class ShardService:
         self.metrics = metrics
         self.poller = Poller(collections, topology, metrics, settings.poll_s)
         self._pool = ThreadPoolExecutor(settings.search_workers, "search")
+        self.memory = MemoryMonitor(settings, collections)
+        metrics.registry.register(MemoryCollector(self.memory))
         # numpy's BLAS (the query projection) and FAISS' OpenMP alike: their workers spin
         # between calls, and on a shard's few cores that steals more than it gives
         threadpool_limits(limits=settings.faiss_threads)
@@ -90,10 +93,12 @@ class ShardService:
         else:  # fast-scan and PQ scans fall back to generic code, an order slower
             log.warning("FAISS was built without AVX2 (%s): searches will be slow", FAISS_OPTIONS)
         self.poller.start()
+        self.memory.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop polling (a load in progress stops between partitions) and the search pool."""
         self.poller.stop(timeout_s)
+        self.memory.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- reload, readiness and info
@@ -110,7 +115,7 @@ class ShardService:
 
     def info(self) -> ShardInfo:
         """What the router plans from: versions and the partitions ready in each."""
-        return shard_info(self.poller, self.settings)
+        return shard_info(self.poller, self.settings, self.memory.memory())
 
     # ---- search and items
 

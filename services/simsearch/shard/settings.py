@@ -80,6 +80,27 @@ class ShardSettings(KeySettings):
     drain_s: float = Field(
         10.0, ge=0, le=3600, description="Delay before dropping what is no longer owned."
     )
+    working_set_window_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="One working-set window: every this often the shard records the file "
+        "pages referenced since the last window and clears the referenced bits "
+        "(/proc/self/clear_refs); 0: the working set is not measured.",
+    )
+    working_set_windows: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="The working set reported is the largest over this many last windows.",
+    )
+    memory_sample_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="How often the memory sampler reads /proc/self/smaps again; /info and "
+        "/metrics serve its last reading (0: each call reads it, on the event loop).",
+    )
     nprobe: int | None = Field(None, ge=1, le=65536, description="Override the manifest's.")
     refine: int | None = Field(None, ge=1, le=100, description="Override the manifest's.")
     max_k: int = Field(MAX_K, ge=1, le=MAX_K)
