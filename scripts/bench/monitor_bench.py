@@ -184,7 +184,8 @@ class Truth:
         template = Template.read(
             str(workdir / "store" / "index" / "default" / manifest.trained.key)
         )
-        base = np.load(workdir / "base.npy", mmap_mode="r")
+        name = "base.npy" if (workdir / "base.npy").exists() else "x.npy"  # x: --memmap
+        base = np.load(workdir / name, mmap_mode="r")
         self.queries = np.load(workdir / "queries.npy")
         y = scoring_space(template, base, manifest.dtype)
         xq = template.project(self.queries)

@@ -354,7 +354,8 @@ def main() -> None:
     parser.add_argument(
         "--build-only",
         action="store_true",
-        help="build the index, write base.npy and queries.npy to --workdir, and stop "
+        help="build the index, write base.npy (x.npy with --memmap) and queries.npy to "
+        "--workdir, and stop "
         "(for monitor_bench.py's runs at 1M, which need no baseline)",
     )
     parser.add_argument("--out", type=Path)
@@ -414,7 +415,8 @@ def main() -> None:
         )
         result["build_s"] = time.perf_counter() - started
     if args.build_only:
-        np.save(args.workdir / "base.npy", x)
+        if not args.memmap:  # with --memmap the vectors are in x.npy already
+            np.save(args.workdir / "base.npy", x)
         np.save(args.workdir / "queries.npy", q)
         print(json.dumps(result, indent=2))
         return
