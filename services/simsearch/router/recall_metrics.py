@@ -12,6 +12,7 @@ being reported (its label sets disappear instead of freezing at their last value
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -21,6 +22,8 @@ from prometheus_client.registry import Collector
 from simsearch.common.api import RecallStatus
 
 __all__ = ["OUTCOMES", "RecallMetrics"]
+
+log = logging.getLogger(__name__)
 
 # every outcome of a drawn query, exposed from the start (at 0) so dashboards and alerts
 # see the series before the first one happens
@@ -63,7 +66,15 @@ class RecallMetrics:
         self._report = report
 
     def rows(self) -> list[RecallStatus]:
-        return self._report() if self._report is not None else []
+        """The report's rows; none (and a logged bug) if it fails: a broken monitor must
+        not take every other series of the scrape down with it."""
+        if self._report is None:
+            return []
+        try:
+            return self._report()
+        except Exception:
+            log.exception("the recall report failed; its gauges are left out of this scrape")
+            return []
 
 
 class _WindowCollector(Collector):

@@ -322,3 +322,15 @@ def test_sampling_off_starts_no_task() -> None:
         assert h.monitor.sampler.queue.qsize() == 0
 
     run(test, recall_fraction=0.0)
+
+
+def test_a_failing_report_leaves_the_scrape_working() -> None:
+    prometheus = CollectorRegistry()
+    metrics = RouterMetrics(prometheus)
+
+    def broken() -> list[Any]:
+        raise RuntimeError("a bug in the report")
+
+    metrics.recall.bind(broken)
+    assert prometheus.get_sample_value("simsearch_recall_checks_total", {"outcome": "ok"}) == 0
+    assert prometheus.get_sample_value("simsearch_router_coverage") == 0
