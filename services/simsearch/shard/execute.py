@@ -4,7 +4,8 @@
 on the event loop for small batches and in the search pool otherwise (see
 `ShardService.search`), so it touches nothing but the query's own version snapshot. A
 query with a filter takes `Searcher.search_filtered` (`filtered.py`), one without it the
-unfiltered search unchanged.
+unfiltered search unchanged (which also feeds the version's drift window, `drift.py`). An
+exact query never comes here: it goes to the exact pool (`exact.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ def execute(query: ShardQuery, metrics: ShardMetrics) -> ShardCandidates:
         searcher = Searcher(view.index, partitions, view.manifest.partitions)
         if query.filter is None:
             found = searcher.search(
-                query.queries, query.k, query.wanted, query.nprobe, query.refine, query.projected
+                query.queries,
+                query.k,
+                query.wanted,
+                query.nprobe,
+                query.refine,
+                query.projected,
+                query.drift,
             )
         else:
             found = _filtered(searcher, query, metrics)

@@ -2,12 +2,16 @@
 
 Loading (bytes downloaded, cache reuse, seconds per partition, partitions by state) tells
 whether a rebalance or a new version is progressing; searching (requests, queries,
-latency) tells whether the shard keeps up. All live in the app's own registry.
+latency) tells whether the shard keeps up; the exact scans and the drift gauges are the
+shard's side of the recall monitor (`exact.py`, `drift.py`). All live in the app's own
+registry.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from simsearch.shard.drift import DriftGauges
 
 
 class ShardMetrics:
@@ -54,6 +58,7 @@ class ShardMetrics:
             "simsearch_shard_replicas", "Shard count the topology reports.", registry=registry
         )
         self._add_loading(registry)
+        self._add_recall(registry)
 
     def _add_loading(self, registry: CollectorRegistry) -> None:
         """The metrics of fetching and opening partitions (the poll thread's work)."""
@@ -78,3 +83,21 @@ class ShardMetrics:
             registry=registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
         )
+
+    def _add_recall(self, registry: CollectorRegistry) -> None:
+        """The recall monitor's side here: exact scans (apart from the searches above,
+        whose counts and latency they leave alone) and the drift gauges."""
+        self.exact_searches = Counter(
+            "simsearch_shard_exact_searches",
+            "Exact (brute-force) search requests of the recall monitor, by outcome (ok, or "
+            "the error code).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.exact_seconds = Histogram(
+            "simsearch_shard_exact_seconds",
+            "Time of one exact-scan request (every row of its partitions scored).",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.drift = DriftGauges(registry)

@@ -6,6 +6,8 @@ comparisons, one decode of the vectors, one finiteness scan and the one native-o
 float32 copy FAISS is given — no model validation, nothing awaited. A filter is checked
 against the version's metadata schema (`check_filter`: an unknown field, a wrong type, a
 version without metadata, a filter over the limits are 400s) only when there is one.
+An exact request (`exact`, the recall monitor's) passes the same checks but the k·refine
+limit: it answers k per query, whatever refine says.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from simsearch.common.errors import (
 )
 from simsearch.common.filters import Filter, check_filter
 from simsearch.common.wire import ShardSearchRequest, decode_array
+from simsearch.shard.drift import DriftWindow
 from simsearch.shard.settings import ShardSettings
 from simsearch.shard.versions import Holdings, VersionView
 
@@ -39,6 +42,8 @@ class ShardQuery:
     projected: bool = False  # queries are already in the version's scoring space
     filter: Filter | None = None  # checked against the version's schema
     filter_exact_max: int = 0  # with a filter: selections up to this are scanned exactly
+    exact: bool = False  # brute force over every row (`shard.exact`): nprobe, refine unused
+    drift: DriftWindow | None = None  # where the queries' centroid distances go, if anywhere
 
 
 def prepare(request: ShardSearchRequest, holdings: Holdings, settings: ShardSettings) -> ShardQuery:
@@ -66,7 +71,7 @@ def prepare(request: ShardSearchRequest, holdings: Holdings, settings: ShardSett
     params = view.manifest.params
     nprobe = request.nprobe or settings.nprobe or params.nprobe
     refine = request.refine or settings.refine or params.refine
-    if request.k * refine > settings.max_candidates:
+    if not request.exact and request.k * refine > settings.max_candidates:
         raise InvalidParameter(
             f"k·refine = {request.k}·{refine} candidates per query is over the limit of "
             f"{settings.max_candidates}"
@@ -81,7 +86,19 @@ def prepare(request: ShardSearchRequest, holdings: Holdings, settings: ShardSett
         request.space == "index",
         request.filter,
         settings.filter_exact_max,
+        request.exact,
+        _drift_window(request, view, settings),
     )
+
+
+def _drift_window(
+    request: ShardSearchRequest, view: VersionView, settings: ShardSettings
+) -> DriftWindow | None:
+    """The version's drift window when this request's queries count (`shard.drift`):
+    an unfiltered approximate search of vectors in the model's space."""
+    if request.exact or request.filter is not None or request.space != "model":
+        return None
+    return view.index.drift_window(settings.drift_window_s) if view.index is not None else None
 
 
 def held_view(holdings: Holdings, version: str, settings: ShardSettings) -> VersionView:

@@ -16,6 +16,7 @@ import faiss
 import simsearch
 from simsearch.common.wire import ShardInfo, ShardReload, ShardVersionInfo
 from simsearch.shard.collections import Collection
+from simsearch.shard.drift import version_drift
 from simsearch.shard.settings import ShardSettings
 from simsearch.shard.versions import Holdings, VersionView
 
@@ -118,8 +119,10 @@ def shard_info(poller: Poller, settings: ShardSettings) -> ShardInfo:
 def version_info(
     view: VersionView, settings: ShardSettings, live: str | None, collection: str
 ) -> ShardVersionInfo:
-    """One held version as `/info` lists it (effective nprobe/refine: the settings' win)."""
+    """One held version as `/info` lists it (effective nprobe/refine: the settings' win;
+    the drift figures of `shard.drift`)."""
     manifest = view.manifest
+    drift = version_drift(view)
     return ShardVersionInfo(
         version=view.version,
         collection=collection,
@@ -137,6 +140,10 @@ def version_info(
         probe_queries=manifest.probe.queries if manifest.probe else None,
         scoring_dim=manifest.params.pca_dim,
         metadata=manifest.metadata,
+        centroid_distance_live=drift.live,
+        centroid_distance_indexed=drift.indexed,
+        drift_ratio=drift.ratio,
+        drift_queries=drift.queries,
     )
 
 

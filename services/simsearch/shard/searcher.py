@@ -40,6 +40,7 @@ from simsearch.common.filters import Filter
 from simsearch.common.metatable import open_table
 from simsearch.common.topk import Candidates
 from simsearch.shard import filtered
+from simsearch.shard.drift import DriftWindow
 
 T = TypeVar("T")
 
@@ -104,6 +105,19 @@ class VersionIndex:
         self._stacks: OrderedDict[tuple[int, ...], Stack] = OrderedDict()
         self._selections: OrderedDict[tuple[object, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self.drift: DriftWindow | None = None  # live centroid distances, from the first query
+        self._measures_drift = template.nlist > 1  # one list (the exact plan): nothing to fit
+
+    def drift_window(self, window_s: float) -> DriftWindow | None:
+        """The version's drift window (made on first use); None for a one-list template,
+        whose single centroid says nothing about fit (see `shard.drift`)."""
+        found = self.drift
+        if found is None and self._measures_drift:
+            with self._lock:
+                if self.drift is None:
+                    self.drift = DriftWindow(window_s, self.template.centroid_distance)
+                found = self.drift
+        return found
 
     def stack(self, parts: list[Partition]) -> Stack:
         """One index over `parts` (sorted by number), cached by the partitions' identity."""
@@ -165,11 +179,13 @@ class Searcher:
         nprobe: int,
         refine: int,
         projected: bool = False,
+        drift: DriftWindow | None = None,
     ) -> Candidates:
         """Top `k·refine` candidates over `wanted` partitions, with approx and exact scores.
 
         `queries` are unit vectors of the model's space, or of the scoring space if
-        `projected` (a stored vector, as `/search/similar` sends).
+        `projected` (a stored vector, as `/search/similar` sends). `drift`, when given,
+        receives each query's distance to its nearest list centroid (`shard.drift`).
         """
         missing = [p for p in wanted if p not in self.partitions]
         if missing:
@@ -182,6 +198,8 @@ class Searcher:
         if not projected:
             xq = self.template.project(xq)
         coarse_d, coarse_i = self.template.coarse(xq, nprobe)
+        if drift is not None:
+            drift.observe(xq, coarse_d, coarse_i)  # measured later, many batches at once
         stack = self.stack_of(wanted)
         # one scan over the stacked lists, cut at kc by (score, id): no heap to merge
         dist, ids = candidates(stack.index, xq, kc, coarse_i, coarse_d)

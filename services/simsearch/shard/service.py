@@ -8,6 +8,7 @@ one dict look-up of the request's collection:
 - `readiness.py`: readiness, `/info` and the reload answer;
 - `query.py`: a `ShardSearchRequest` checked into a `ShardQuery` (`prepare`);
 - `execute.py`: a `ShardQuery` run against FAISS (`execute`);
+- `exact.py`: an `exact` request's brute-force scan, in its own low-priority pool;
 - `items.py`: `GET /items/{id}`.
 
 Searches of more than `inline_max_queries` queries run in a small thread pool: FAISS
@@ -34,6 +35,7 @@ from simsearch.common.wire import (
     ShardSearchRequest,
 )
 from simsearch.shard.collections import Collections
+from simsearch.shard.exact import ExactPool
 from simsearch.shard.execute import execute
 from simsearch.shard.items import find_item
 from simsearch.shard.metrics import ShardMetrics
@@ -48,7 +50,7 @@ from simsearch.shard.readiness import (
 )
 from simsearch.shard.settings import ShardSettings
 from simsearch.shard.topology import Topology
-from simsearch.shard.versions import Holdings
+from simsearch.shard.versions import Holdings, VersionView
 
 __all__ = ["ShardService"]
 
@@ -71,6 +73,10 @@ class ShardService:
         self.metrics = metrics
         self.poller = Poller(collections, topology, metrics, settings.poll_s)
         self._pool = ThreadPoolExecutor(settings.search_workers, "search")
+        self.exact = ExactPool(
+            settings.exact_workers, settings.exact_nice, settings.exact_block_rows, metrics
+        )
+        metrics.drift.watch(self._held_versions)
         # numpy's BLAS (the query projection) and FAISS' OpenMP alike: their workers spin
         # between calls, and on a shard's few cores that steals more than it gives
         threadpool_limits(limits=settings.faiss_threads)
@@ -95,6 +101,7 @@ class ShardService:
         """Stop polling (a load in progress stops between partitions) and the search pool."""
         self.poller.stop(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.exact.close()
 
     # ---- reload, readiness and info
 
@@ -116,7 +123,10 @@ class ShardService:
 
     async def search(self, request: ShardSearchRequest) -> ShardCandidates:
         """Check the request against its collection's holdings (404 for one not polled),
-        then search the requested partitions (inline or in the pool)."""
+        then search the requested partitions (inline or in the pool); an `exact` one
+        goes to the exact pool instead."""
+        if request.exact:
+            return await self._exact_search(request)
         try:
             holdings = self.collections.get(request.collection).holdings
             query = prepare(request, holdings, self.settings)
@@ -133,6 +143,20 @@ class ShardService:
         self.metrics.searches.labels("ok").inc()
         self.metrics.queries.inc(len(query.queries))
         return result
+
+    async def _exact_search(self, request: ShardSearchRequest) -> ShardCandidates:
+        """The brute-force scan `exact` asks for (`exact.py`): the same checks, its own
+        pool and metrics, none of the normal search's."""
+        try:
+            holdings = self.collections.get(request.collection).holdings
+            return await self.exact.search(prepare(request, holdings, self.settings))
+        except SimsearchError as err:
+            self.metrics.exact_searches.labels(err.code).inc()
+            raise
+
+    def _held_versions(self) -> list[tuple[str, VersionView]]:
+        """(collection, view) of every version held: what the drift gauges report."""
+        return [(c.name, view) for c in self.collections.all() for view in c.holdings.views()]
 
     def item(
         self, id_: int, version: str | None = None, collection: str | None = None

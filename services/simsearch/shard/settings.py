@@ -116,6 +116,42 @@ class ShardSettings(KeySettings):
             "sub-millisecond scan the hand-off to a pool thread costs more than the scan."
         ),
     )
+    exact_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Threads running the recall monitor's exact scans (brute force over every row "
+            "of the partitions asked for), apart from the search workers."
+        ),
+    )
+    exact_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description=(
+            "Nice value of the exact-scan threads (per thread on Linux), so that foreground "
+            "searches keep their latency; refused by the system: logged, the scan runs anyway."
+        ),
+    )
+    exact_block_rows: int = Field(
+        32768,
+        ge=256,
+        le=1 << 22,
+        description=(
+            "Rows an exact scan scores at a time (float32 copy of rows × dim, one matrix "
+            "product): bounds its memory and the work between two releases of the GIL."
+        ),
+    )
+    drift_window_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description=(
+            "Window of the drift signal: live queries' mean distance to their nearest "
+            "coarse centroid over this many seconds, against the manifest's centroid_fit."
+        ),
+    )
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
     @field_validator("store", mode="before")
