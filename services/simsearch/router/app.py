@@ -119,6 +119,7 @@ def _lifespan(settings: RouterSettings, metrics: RouterMetrics) -> Lifespan:
             app.state.service = service
             await service.registry.start()
             service.embedder_watch.start()
+            service.recall.start()
             log.info(
                 "router ready",
                 extra={"shards": len(service.registry.states), "port": settings.port},
@@ -126,6 +127,7 @@ def _lifespan(settings: RouterSettings, metrics: RouterMetrics) -> Lifespan:
             try:
                 yield
             finally:
+                await service.recall.stop()
                 await service.embedder_watch.stop()
                 await service.registry.stop()
                 if service.upstream.pool is not None:

@@ -17,6 +17,10 @@ so no hit is counted twice.
 
 The merge is `topk.merge`: the global top k·refine by approximate score, then the top k
 by exact score, which is what one index over all partitions would return.
+
+An exact fan-out (`SearchParams.exact`, the recall monitor's) asks every shard for its
+brute-force scan; the result names the partitions whose shard answered from its index
+instead (`FanoutResult.not_exact`), so the monitor never compares an index with itself.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import ValidationError
@@ -45,7 +49,15 @@ from simsearch.router.registry import ShardRegistry
 from simsearch.router.routing import VersionChoice, assign
 from simsearch.router.transport import Upstream
 
-__all__ = ["FanOut", "FanoutResult", "Hit", "SearchParams", "ShardFailure", "decode_candidates"]
+__all__ = [
+    "FanOut",
+    "FanoutResult",
+    "Hit",
+    "SearchParams",
+    "ShardAnswer",
+    "ShardFailure",
+    "decode_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +66,11 @@ log = logging.getLogger(__name__)
 class SearchParams:
     """What every shard is asked: k, the search knobs (None = the version's own) and the
     filter (checked against the version's schema before it gets here).
+
+    `exact` asks for the brute-force scan instead of the index (the recall monitor's
+    reference answer, `router/recall.py`); such a fan-out is never hedged and its shard
+    times feed neither the latency preference nor the fan-out histogram, so the slow,
+    low-priority scans do not move the foreground's numbers.
 
     Equal params may share one shard call (`coalesce.py`), so equality must cover the
     filter: it is compared by its JSON (`filter_key`, computed once), since the filter
@@ -66,6 +83,7 @@ class SearchParams:
     space: VectorSpace = "model"  # "index": queries are stored vectors (already projected)
     filter: Filter | None = field(default=None, compare=False)
     filter_key: str | None = field(default=None, init=False)
+    exact: bool = False
 
     def __post_init__(self) -> None:
         if self.filter is not None:  # frozen: set once, here
@@ -100,6 +118,9 @@ class FanoutResult:
     hits: list[list[Hit]]
     answered: set[int] = field(default_factory=set)
     failures: list[ShardFailure] = field(default_factory=list)
+    # partitions whose shard was asked `exact` but answered from its index (a shard that
+    # predates the field): the answer is then no reference for recall
+    not_exact: set[int] = field(default_factory=set)
 
     @property
     def coverage(self) -> float:
@@ -111,11 +132,18 @@ class FanoutResult:
         return len(self.answered) < self.partitions
 
 
-_Answer = tuple[Candidates, list[list[str]]]
-_Outcomes = list[tuple[list[int], "_Answer | ShardFailure"]]
+class ShardAnswer(NamedTuple):
+    """One shard's decoded candidates, their paths, and whether it ran the exact scan."""
+
+    candidates: Candidates
+    paths: list[list[str]]
+    exact_scan: bool = False
 
 
-def decode_candidates(body: bytes, version: str, nq: int) -> _Answer:
+_Outcomes = list[tuple[list[int], "ShardAnswer | ShardFailure"]]
+
+
+def decode_candidates(body: bytes, version: str, nq: int) -> ShardAnswer:
     """A shard's `/search` body as arrays, checked against what we asked for.
 
     Raises ValueError (or a validation error) on a payload that does not fit, so that a
@@ -134,7 +162,7 @@ def decode_candidates(body: bytes, version: str, nq: int) -> _Answer:
         decode_array(answer.approx_b64, "<f4", shape).astype(np.float32),
         decode_array(answer.exact_b64, "<f4", shape).astype(np.float32),
     )
-    return candidates, answer.paths
+    return ShardAnswer(candidates, answer.paths, answer.exact_scan)
 
 
 class FanOut:
@@ -178,6 +206,7 @@ class FanOut:
             vectors_b64=encode_array(queries, "<f4"),
             space=params.space,
             filter=params.filter,
+            exact=params.exact,
         )
         first = assign(choice, prefer=self._latency)
         answers, failures = await self._round(choice, request, first.by_shard, deadline, True)
@@ -192,7 +221,8 @@ class FanOut:
                 answers += more
                 failures += failures2
         result = self._merge(choice, request, answers, failures)
-        self.metrics.fanout_latency.observe(time.perf_counter() - started)
+        if not params.exact:
+            self.metrics.fanout_latency.observe(time.perf_counter() - started)
         return result
 
     def _latency(self, url: str) -> float:
@@ -209,7 +239,7 @@ class FanOut:
         assignments: dict[str, list[int]],
         deadline: float,
         first: bool,
-    ) -> tuple[list[tuple[list[int], _Answer]], list[ShardFailure]]:
+    ) -> tuple[list[tuple[list[int], ShardAnswer]], list[ShardFailure]]:
         """Ask every assigned shard at once; split the outcomes into answers and failures."""
         remaining = deadline - asyncio.get_running_loop().time()
         calls = []
@@ -221,7 +251,7 @@ class FanOut:
                 calls.append(self._ask_hedged(choice, url, single, budget, remaining))
             else:
                 calls.append(self._ask_one(url, single, budget))
-        answers: list[tuple[list[int], _Answer]] = []
+        answers: list[tuple[list[int], ShardAnswer]] = []
         failures: list[ShardFailure] = []
         for outcomes in await asyncio.gather(*calls):
             for parts, outcome in outcomes:
@@ -251,7 +281,7 @@ class FanOut:
         """
         parts = request.partitions
         primary = asyncio.ensure_future(self._ask(url, request, budget))
-        delay = self._hedge_delay(url)
+        delay = None if request.exact else self._hedge_delay(url)
         if delay is None or delay >= budget:
             return [(parts, await primary)]
         done, _ = await asyncio.wait({primary}, timeout=delay)
@@ -296,7 +326,7 @@ class FanOut:
 
     async def _ask(
         self, url: str, request: ShardSearchRequest, timeout_s: float
-    ) -> _Answer | ShardFailure:
+    ) -> ShardAnswer | ShardFailure:
         """One shard call; never raises: a failure is returned, counted and logged."""
         started = time.perf_counter()
         try:
@@ -322,7 +352,7 @@ class FanOut:
         except (ValueError, ValidationError, SimsearchError) as exc:
             return self._failed(url, "payload", f"unusable answer: {exc}", request.partitions)
         state = self.registry.states.get(url)
-        if state is not None:
+        if state is not None and not request.exact:
             state.observe_latency((time.perf_counter() - started) * 1000)
         return answer
 
@@ -341,7 +371,7 @@ class FanOut:
         self,
         choice: VersionChoice,
         request: ShardSearchRequest,
-        answers: list[tuple[list[int], _Answer]],
+        answers: list[tuple[list[int], ShardAnswer]],
         failures: list[ShardFailure],
     ) -> FanoutResult:
         """Global top k·refine by approximate score, then top k by exact score."""
@@ -350,13 +380,17 @@ class FanOut:
         result = FanoutResult(
             choice.version, choice.partitions, [[] for _ in range(nq)], answered, failures
         )
+        if request.exact:
+            result.not_exact = {p for parts, a in answers if not a.exact_scan for p in parts}
         if not answers:
             return result
         paths: list[dict[int, str]] = [{} for _ in range(nq)]
-        for _, (cands, rows) in answers:
+        for _, answer in answers:
             for q in range(nq):
-                paths[q].update(zip(cands.ids[q].tolist(), rows[q], strict=True))
-        ids, scores = merge([c for _, (c, _) in answers], k, k * (request.refine or 1))
+                paths[q].update(
+                    zip(answer.candidates.ids[q].tolist(), answer.paths[q], strict=True)
+                )
+        ids, scores = merge([a.candidates for _, a in answers], k, k * (request.refine or 1))
         for q in range(nq):
             result.hits[q] = [
                 Hit(int(i), float(s), paths[q].get(int(i), ""))

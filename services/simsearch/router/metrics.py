@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from simsearch.router.recall_metrics import RecallMetrics
+
 __all__ = ["RouterMetrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -20,7 +22,8 @@ class RouterMetrics:
 
     Two groups, each built by its own method: what happens to queries (counts, latency,
     partial answers, hedges, retries, rate limits), and the state of what they go to
-    (shard errors, shards up and down, the embedder, coverage).
+    (shard errors, shards up and down, the embedder, coverage); plus the recall
+    monitor's, which have a module of their own.
     """
 
     queries: Counter
@@ -35,10 +38,12 @@ class RouterMetrics:
     shards_down: Gauge
     embedder_up: Gauge
     coverage: Gauge
+    recall: RecallMetrics  # the live recall monitor's (`recall_metrics.py`)
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._add_query_metrics(registry)
         self._add_cluster_metrics(registry)
+        self.recall = RecallMetrics(registry)
 
     def _add_query_metrics(self, registry: CollectorRegistry) -> None:
         """Per query: how many, how long, how complete, and what it took to answer."""

@@ -4,7 +4,8 @@ Routes stay thin (`app.py`); everything a query does is here, in the order it ha
 pick the collection's version (routing), check the input against that version (dim, k,
 the filter against its metadata schema), embed if needed (embedder), fan out and merge
 (fanout), and decide whether the answer may be served (nothing answered → 503; partial →
-flagged, or 503 with `strict`).
+flagged, or 503 with `strict`). A merged answer may be drawn for the live recall monitor
+(`recall.py`) on its way out.
 
 Every call takes a collection (`None`: the default one, `SIMSEARCH_INDEX`, which the old
 routes serve). A collection no shard knows is a 404 naming the known ones; a known one
@@ -54,6 +55,7 @@ from simsearch.router.fanout import FanOut, FanoutResult, SearchParams
 from simsearch.router.images import ImageLocator, ImageReply
 from simsearch.router.metrics import RouterMetrics
 from simsearch.router.query import check_k, prepare_queries
+from simsearch.router.recall import RecallMonitor
 from simsearch.router.registry import ShardRegistry
 from simsearch.router.routing import VersionChoice, choose_version, versions
 from simsearch.router.settings import RouterSettings
@@ -104,6 +106,13 @@ class RouterService:
         self.coalescer = Coalescer(fanout, settings.coalesce_queries, self.version_now)
         self.images = images
         self.metrics = metrics
+        self.recall = RecallMonitor(
+            settings,
+            fanout,
+            self.version_now,
+            lambda: self.registry.states.values(),
+            metrics.recall,
+        )
         self.embedder_watch = EmbedderWatch(
             settings.embedder_url,
             upstream,
@@ -225,6 +234,7 @@ class RouterService:
         if not result.answered:
             reasons = "; ".join(f"{f.url}: {f.reason}" for f in result.failures[:5])
             raise Unavailable(f"no shard answered for index version {choice.version}: {reasons}")
+        self.recall.offer(choice.collection, result, queries, params)  # ~free unless drawn
         if result.partial:
             self.metrics.partial.inc()
             if knobs.strict:

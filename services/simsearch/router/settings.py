@@ -165,6 +165,61 @@ class RouterSettings(KeySettings):
         "complete (a shard restart then takes every router out of the Service).",
     )
 
+    # the live recall monitor (router/recall.py, docs/router.md "Live recall")
+    recall_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of real queries re-run as an exact search in the background to "
+        "measure live recall@k (0: the monitor is off).",
+    )
+    recall_max_per_s: float = Field(
+        2.0,
+        gt=0,
+        le=10_000,
+        description="Most queries sampled per second (a token bucket, burst of one second): "
+        "bounds the exact scans the shards run whatever the query rate.",
+    )
+    recall_queue: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Sampled queries waiting for their exact re-run; when full, new samples "
+        "are dropped (counted queue_full).",
+    )
+    recall_batch: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Sampled queries sent to the shards in one exact request (those with the "
+        "same collection, version, k, vector space and filter).",
+    )
+    recall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Deadline of one exact re-run (the shards scan every row, at low priority).",
+    )
+    recall_window_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="Live recall is the mean over the samples of this many last seconds.",
+    )
+    recall_min_samples: int = Field(
+        30,
+        ge=1,
+        le=1_000_000,
+        description="Samples in the window before live recall may be flagged as drift.",
+    )
+    recall_margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Live recall below the build-time probe's by more than this is drift "
+        "(simsearch_recall_drift = 1).",
+    )
+
     api_keys: SecretStr | None = Field(
         None,
         description="Comma-separated search keys; when any key is configured (this, "

@@ -22,11 +22,12 @@ in front of named collections only still becomes ready.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from simsearch.common.api import (
     HealthResponse,
+    RecallStatus,
     ShardCounts,
     ShardStatus,
     StatsResponse,
@@ -139,10 +140,14 @@ def _shard_status(
 
 
 def stats(
-    states: list[ShardState], now: float, collection: str = DEFAULT_COLLECTION
+    states: list[ShardState],
+    now: float,
+    collection: str = DEFAULT_COLLECTION,
+    recall: Sequence[RecallStatus] = (),
 ) -> StatsResponse:
     """Totals, the version queries use, every version seen, every shard's partitions (of
-    `collection`, the default one)."""
+    `collection`, the default one), and the recall monitor's report (`recall`: every
+    collection's, as `RecallMonitor.report` gives it)."""
     seen = views(states)
     choice = choose_version(seen, collection)
     probe = _probe(states, choice) if choice else None
@@ -168,6 +173,7 @@ def stats(
             )
             for v in versions(seen, collection)
         ],
+        recall=list(recall),
     )
 
 

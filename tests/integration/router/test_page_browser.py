@@ -234,6 +234,29 @@ def test_search_page_upload_more_like_this_and_errors(
     expect(page.locator("#health")).to_contain_text("healthy")
     expect(page.locator("#key-box")).to_be_hidden()
 
+    # Live recall from /stats' `recall` rows (staged: the monitor samples 1 % of queries,
+    # so what the real router reports here depends on chance).
+    def with_recall(drift: bool) -> Callable[[Route], None]:
+        def handler(route: Route) -> None:
+            body = route.fetch().json()
+            row = {"collection": "default", "version": body["index_version"], "recall": 0.97,
+                   "samples": 123, "window_s": 300, "baseline": 0.99, "drift": drift}  # fmt: skip
+            other = {**row, "version": "v20000101T000000Z-000000", "recall": 0.1}
+            route.fulfill(status=200, json={**body, "recall": [other, row]})
+
+        return handler
+
+    live = page.locator("#st-live-recall")
+    page.route("**/stats", with_recall(drift=False))
+    page.get_by_role("button", name="Refresh").click()
+    expect(live).to_have_text("live recall@k 0.970 · 123 samples")
+    page.unroute("**/stats")
+    page.route("**/stats", with_recall(drift=True))
+    page.get_by_role("button", name="Refresh").click()
+    expect(live).to_contain_text("(below the build-time 0.990: drift)")
+    expect(live).to_have_class(re.compile(r"\bwarn\b"))
+    page.unroute("**/stats")
+
     # k, upload, grid: the photo itself first with score ≥ 0.99, exactly k results.
     page.get_by_label("Results (k)").fill(str(k))
     page.get_by_label("Query image").set_input_files(str(photo))

@@ -188,8 +188,10 @@ def test_decoded_candidates_merge_into_the_exact_global_top_k() -> None:
             nq=4,
             vectors_b64=encode_array(q, "<f4"),
         )
-        cands, paths = decode_candidates(answer(req).model_dump_json().encode(), VERSION, 4)
+        decoded = decode_candidates(answer(req).model_dump_json().encode(), VERSION, 4)
+        cands, paths = decoded.candidates, decoded.paths
         assert len(paths) == 4 and len(paths[0]) == cands.ids.shape[1]
+        assert not decoded.exact_scan  # an index answer (the field's default)
         parts.append(cands)
     ids, scores = merge(parts, 10, 20)
     assert (ids == brute(q, 10)).all()

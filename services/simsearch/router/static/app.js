@@ -555,6 +555,23 @@
     return { ok: response.ok, status: response.status, body: await response.json() };
   }
 
+  // The recall monitor's row for the version queries use now (GET /stats `recall`):
+  // sampled real queries re-run exactly, e.g. "live recall@k 0.970 · 123 samples".
+  function showLiveRecall(s) {
+    const out = $('st-live-recall');
+    const rows = (s.recall || []).filter((r) => r.version === s.index_version
+      && (!defaultCollection || r.collection === defaultCollection));
+    const row = rows[0];
+    out.classList.toggle('warn', Boolean(row && row.drift));
+    if (!row || row.recall === null || row.recall === undefined) {
+      out.textContent = row ? `no samples in the last ${Math.round(row.window_s)} s` : 'not sampled';
+      return;
+    }
+    let text = `live recall@k ${row.recall.toFixed(3)} · ${row.samples} samples`;
+    if (row.drift) text += ` (below the build-time ${row.baseline.toFixed(3)}: drift)`;
+    out.textContent = text;
+  }
+
   async function refreshStatus() {
     try {
       const [health, stats] = await Promise.all([getJson('health'), getJson('stats')]);
@@ -571,6 +588,7 @@
       $('st-recall').textContent = s.recall_probe === null || s.recall_probe === undefined
         ? 'not measured (exact index or older build)'
         : `${s.recall_probe.toFixed(3)} (build-time probe, ${s.probe_queries} queries)`;
+      showLiveRecall(s);
       if (s.nprobe) el.nprobe.placeholder = `default ${s.nprobe}`;
       if (s.refine) el.refine.placeholder = `default ${s.refine}`;
       if (collections.length) await loadCollections(collection);

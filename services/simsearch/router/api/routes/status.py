@@ -34,6 +34,7 @@ async def health(service: ServiceDep) -> JSONResponse:
 
 @router.get("/stats", response_model=StatsResponse)
 async def stats(service: ServiceDep) -> StatsResponse:
-    """Totals, the version queries use, and every shard's partitions and state."""
+    """Totals, the version queries use, every shard's partitions and state, and live
+    recall per collection and version."""
     states = list(service.registry.states.values())
-    return status.stats(states, time.monotonic(), service.settings.index)
+    return status.stats(states, time.monotonic(), service.settings.index, service.recall.report())

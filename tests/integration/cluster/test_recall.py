@@ -1,0 +1,175 @@
+"""Live recall end to end: real shard and router processes over a small IVF index in moto S3.
+
+The index is IVF fast-scan over raw 32-d vectors (no PCA, float32 features), so the truth
+is a plain brute force over the vectors this test generated. The router samples every
+query (fraction 1, a high cap, a short window) and re-runs it exactly on the shards. The
+test computes the recall of the answers it got itself, with plain set intersection
+(random floats: no ties), and the router's gauge must agree within ±0.02; the same
+queries with `nprobe=1` must then pull the gauge down to their own offline recall within
+one window, when the first round's samples have expired.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import httpx
+import numpy as np
+import pytest
+
+from simsearch.common.layout import IndexLayout
+from simsearch.common.manifest import IndexParams, Manifest, ModelInfo
+from simsearch.common.storage import S3Options, S3Store
+from simsearch.indexer.writer import write_index
+from tests.support.procs import Service, start_service, wait_for
+
+pytestmark = pytest.mark.integration
+
+P, N, DIM, K = 4, 3000, 32, 10
+NQ = 40  # queries per round (four requests of ten vectors)
+WINDOW_S = 25.0
+PARAMS = IndexParams(
+    factory=f"IVF32,PQ{DIM}x4", nlist=32, pq_m=DIM, nbits=4, nprobe=8, refine=10, train_size=N
+)
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+BUCKET = "recall"
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((rows, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+VECTORS = unit(N, 0)
+IDS = np.arange(N, dtype=np.int64) * 7919 + 3
+QUERIES = unit(NQ, 1)  # not indexed: what live traffic looks like
+
+
+@dataclass
+class Cluster:
+    router: Service
+    manifest: Manifest
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One IVF version (with its build-time probe) in moto; two shards; a router that
+    samples every query."""
+    work = tmp_path_factory.mktemp("recall")
+    with pytest.MonkeyPatch.context() as env_patch:
+        for name, value in AWS_ENV.items():
+            env_patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+            env_patch.delenv(name, raising=False)
+        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=BUCKET)
+        layout = IndexLayout(S3Store(BUCKET, "idx", S3Options(endpoint_url=s3_endpoint)))
+        paths = [f"img/{i}.jpg" for i in range(N)]
+        manifest = write_index(
+            layout, IDS, VECTORS, paths, ModelInfo(name="test", dim=DIM), partitions=P,
+            params=PARAMS,
+        )  # fmt: skip
+    shared = {**AWS_ENV, "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint, "SIMSEARCH_LOG_FORMAT": "text"}
+    shard_env = {**shared, "SIMSEARCH_STORE": f"s3://{BUCKET}/idx", "SIMSEARCH_REPLICAS": "2"}
+    with (
+        start_service("shard", _shard(shard_env, 0, work)) as s0,
+        start_service("shard", _shard(shard_env, 1, work)) as s1,
+        start_service(
+            "router",
+            {
+                **shared,
+                "SIMSEARCH_SHARDS": f"{s0.url},{s1.url}",
+                "SIMSEARCH_POLL_S": "0.2",
+                "SIMSEARCH_RECALL_FRACTION": "1",
+                "SIMSEARCH_RECALL_MAX_PER_S": "1000",
+                "SIMSEARCH_RECALL_QUEUE": "1000",
+                "SIMSEARCH_RECALL_WINDOW_S": str(WINDOW_S),
+                "SIMSEARCH_RECALL_MIN_SAMPLES": "20",
+            },
+        ) as router,
+    ):
+        yield Cluster(router, manifest)
+
+
+def _shard(env: dict[str, str], ordinal: int, work: Path) -> dict[str, str]:
+    return {
+        **env,
+        "SIMSEARCH_SHARD_ORDINAL": str(ordinal),
+        "SIMSEARCH_CACHE_DIR": str(work / f"cache-{ordinal}"),
+    }
+
+
+def search_all(router: Service, nprobe: int | None) -> list[list[int]]:
+    """Every query through the router (ten vectors a request); the ids it answered."""
+    found: list[list[int]] = []
+    for start in range(0, NQ, 10):
+        body: dict[str, object] = {"vectors": QUERIES[start : start + 10].tolist(), "k": K}
+        if nprobe is not None:
+            body["nprobe"] = nprobe
+        response = httpx.post(f"{router.url}/search/vector", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert not answer["partial"]
+        found.extend([int(hit["id"]) for hit in row] for row in answer["results"])
+    return found
+
+
+def offline_recall(found: list[list[int]]) -> float:
+    """Mean |answer ∩ true top k| / k, the truth by brute force in float64."""
+    scores = QUERIES.astype(np.float64) @ VECTORS.astype(np.float64).T
+    truth = IDS[np.argsort(-scores, axis=1, kind="stable")[:, :K]]
+    hits = [len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True)]
+    return float(np.mean(hits)) / K
+
+
+def gauges(router: Service, version: str) -> dict[str, float]:
+    """The recall series of `version` (and the check counters) from the router's /metrics."""
+    text = httpx.get(f"{router.url}/metrics", timeout=10).text
+    values: dict[str, float] = {}
+    labels = f'collection="default",version="{version}"'
+    for name in ("at_k", "samples", "baseline", "drift"):
+        found = re.search(rf"^simsearch_recall_{name}\{{{labels}\}} (\S+)$", text, re.MULTILINE)
+        if found:
+            values[name] = float(found.group(1))
+    for found in re.finditer(
+        r'^simsearch_recall_checks_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE
+    ):
+        values[f"checks_{found.group(1)}"] = float(found.group(2))
+    return values
+
+
+def test_live_recall_follows_the_answers_and_drops_with_nprobe_one(cluster: Cluster) -> None:
+    router, version = cluster.router, cluster.manifest.version
+    wait_for(lambda: "baseline" in gauges(router, version), 30, "the baseline gauge")
+    first = offline_recall(search_all(router, None))
+
+    def settled(expected: float) -> bool:
+        """Both rounds re-run, and only the second one's samples left in the window."""
+        now = gauges(router, version)
+        done = now.get("checks_ok") == 2 * NQ and now.get("samples") == NQ
+        return done and abs(now.get("at_k", -1) - expected) <= 0.02
+
+    wait_for(lambda: gauges(router, version).get("samples") == NQ, 60, f"{NQ} samples")
+    now = gauges(router, version)
+    assert abs(now["at_k"] - first) <= 0.02, (now, first)  # acceptance figure 1
+    assert now["checks_ok"] == NQ and now["checks_not_exact"] == 0
+
+    stats = httpx.get(f"{router.url}/stats", timeout=10).json()
+    (row,) = [r for r in stats["recall"] if r["version"] == version]
+    assert row["samples"] == NQ and row["window_s"] == WINDOW_S
+    assert abs(row["recall"] - now["at_k"]) < 1e-9
+    assert cluster.manifest.probe is not None
+    assert row["baseline"] == pytest.approx(cluster.manifest.probe.recall)
+
+    low = offline_recall(search_all(router, nprobe=1))
+    assert low < min(first, row["baseline"]) - 0.1, (low, first)  # nprobe=1 is worse here
+    # within one window the first round's samples expire and only nprobe=1's are left
+    wait_for(lambda: settled(low), WINDOW_S + 30, f"the gauge at the nprobe=1 recall {low}")
+    assert gauges(router, version)["drift"] == 1.0  # 40 ≥ 20 samples, far below baseline
