@@ -10,6 +10,8 @@ the metrics the queries read exist is the integration test's part
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Any
 
 import pytest
@@ -27,6 +29,7 @@ from tests.support.dashboards import (
     rules_of,
 )
 from tests.support.helm import CHART, helm
+from tests.support.paths import PACKAGE, ROOT
 from tests.support.promql import parse
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -188,3 +191,46 @@ def test_the_configmap_ships_the_dashboard_file_unchanged() -> None:
     maps = [o for o in monitoring_objects() if o["kind"] == "ConfigMap"]
     texts = [m["data"]["simsearch.json"] for m in maps if "simsearch.json" in m["data"]]
     assert texts == [shipped.rstrip("\n")]
+
+
+METRIC_CLASSES = {
+    "Counter",
+    "Gauge",
+    "Histogram",
+    "Summary",
+    "Info",
+    "Enum",
+    "CounterMetricFamily",
+    "GaugeMetricFamily",
+    "HistogramMetricFamily",
+    "SummaryMetricFamily",
+    "InfoMetricFamily",
+}
+_DOCUMENTED = re.compile(r"^\| `(simsearch_\w+)`", re.M)
+
+
+def registered_metrics() -> set[str]:
+    """The name of every metric the services construct (the first argument, a literal)."""
+    names: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            first = node.args[0]
+            if called in METRIC_CLASSES and isinstance(first, ast.Constant):
+                if isinstance(first.value, str) and first.value.startswith("simsearch_"):
+                    names.add(first.value)
+    return names
+
+
+def test_every_registered_metric_is_documented_and_back() -> None:
+    """docs/monitoring.md lists every metric (a counter as `x_total`) and no other."""
+    registered = registered_metrics()
+    assert "simsearch_router_queries" in registered and len(registered) > 30
+    documented = set(_DOCUMENTED.findall((ROOT / "docs" / "monitoring.md").read_text()))
+    undocumented = {n for n in registered if not {n, f"{n}_total"} & documented}
+    assert not undocumented, f"metrics missing from docs/monitoring.md: {sorted(undocumented)}"
+    unknown = {d for d in documented if not {d, d.removesuffix("_total")} & registered}
+    assert not unknown, f"docs/monitoring.md lists metrics no service has: {sorted(unknown)}"
