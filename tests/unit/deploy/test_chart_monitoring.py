@@ -218,10 +218,9 @@ def registered_metrics() -> set[str]:
                 continue
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            first = node.args[0]
-            if called in METRIC_CLASSES and isinstance(first, ast.Constant):
-                if isinstance(first.value, str) and first.value.startswith("simsearch_"):
-                    names.add(first.value)
+            name = getattr(node.args[0], "value", None)
+            if called in METRIC_CLASSES and isinstance(name, str) and name.startswith("simsearch_"):
+                names.add(name)
     return names
 
 
