@@ -129,6 +129,32 @@ def exported_series(text: str) -> set[str]:
     return names
 
 
+def exported_families(text: str) -> dict[str, str]:
+    """Family name -> type, from the TYPE lines (a counter's name ends in `_total` in
+    prometheus_client's text format; the `_created` gauges beside counters and histograms
+    are left out: they are timestamps of the family, not metrics of their own)."""
+    families = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(maxsplit=3)
+            families[name] = kind
+    return {
+        name: kind
+        for name, kind in families.items()
+        if not (name.endswith("_created") and _has_created(families, name))
+    }
+
+
+def _has_created(families: dict[str, str], name: str) -> bool:
+    base = name.removesuffix("_created")
+    return f"{base}_total" in families or families.get(base) in ("histogram", "summary")
+
+
+def documented_metrics(markdown: str) -> set[str]:
+    """The metric names that open a row of a table (`| `simsearch_x` | type | ...`)."""
+    return set(re.findall(r"^\| `(simsearch_\w+)`", markdown, re.M))
+
+
 def missing_metrics(
     found: Iterable[Where], exported: set[str], allowed: Iterable[str] = ()
 ) -> dict[str, list[str]]:

@@ -19,7 +19,15 @@ import httpx
 import pytest
 
 from tests.support.cluster import SmallCluster, small_cluster
-from tests.support.dashboards import exported_series, missing_metrics, monitoring_objects, queries
+from tests.support.dashboards import (
+    documented_metrics,
+    exported_families,
+    exported_series,
+    missing_metrics,
+    monitoring_objects,
+    queries,
+)
+from tests.support.paths import ROOT
 from tests.support.promql import parse
 
 pytestmark = pytest.mark.integration
@@ -39,20 +47,26 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture(scope="module")
-def exported(cluster: SmallCluster) -> dict[str, set[str]]:
-    """Service -> the series names its /metrics page offers."""
+def pages(cluster: SmallCluster) -> dict[str, str]:
+    """Service -> its /metrics page, scraped idle."""
     services = {
         "router": cluster.router,
         "shard": cluster.shards[0],
         "embedder": cluster.embedder,
     }
-    pages: dict[str, set[str]] = {}
+    found: dict[str, str] = {}
     with httpx.Client(timeout=10) as client:
         for role, service in services.items():
             answer = client.get(f"{service.url}/metrics")
             assert answer.status_code == 200, (role, answer.text)
-            pages[role] = exported_series(answer.text)
-    return pages
+            found[role] = answer.text
+    return found
+
+
+@pytest.fixture(scope="module")
+def exported(pages: dict[str, str]) -> dict[str, set[str]]:
+    """Service -> the series names its /metrics page offers."""
+    return {role: exported_series(text) for role, text in pages.items()}
 
 
 def test_every_queried_metric_is_exported(exported: dict[str, set[str]]) -> None:
@@ -71,3 +85,17 @@ def test_the_pages_are_real_and_the_allow_list_is_used(exported: dict[str, set[s
     assert "simsearch_embedder_inference_seconds_bucket" in exported["embedder"]
     read = set().union(*(parse(w.expr).metrics for w in queries(monitoring_objects())))
     assert set(ALLOWED) <= read, set(ALLOWED) - read
+
+
+def test_docs_monitoring_lists_every_metric_and_no_other(pages: dict[str, str]) -> None:
+    """docs/monitoring.md has one table row per simsearch metric the services export (a
+    counter as `x_total`, a histogram by its family name), and none they do not."""
+    exported = {
+        name
+        for text in pages.values()
+        for name in exported_families(text)
+        if name.startswith("simsearch_")
+    }
+    documented = documented_metrics((ROOT / "docs" / "monitoring.md").read_text())
+    assert not exported - documented, f"undocumented: {sorted(exported - documented)}"
+    assert not documented - exported, f"documented, not exported: {sorted(documented - exported)}"
