@@ -7,7 +7,8 @@ queued with the hits it got (`recall_sampling.py`), and one background task re-r
 them through the normal fan-out with `exact=True`: each shard brute-forces the
 memory-mapped features of the partitions it is asked for, in its low-priority pool. The
 task sends one request at a time, so the monitor's load on the shards is bounded by the
-cap whatever the traffic; it bypasses the coalescer and has its own deadline
+cap whatever the traffic, and waits up to `SIMSEARCH_RECALL_LINGER_S` for a batch to fill
+(a scan costs about the same for one query as for sixteen); it bypasses the coalescer and has its own deadline
 (`SIMSEARCH_RECALL_TIMEOUT_S`).
 
 Each answer is compared with its exact re-run (`recall_compare.py`, ties tolerated) and
@@ -100,11 +101,31 @@ class RecallMonitor:
 
     async def _run(self) -> None:
         """Take what is queued, group it, re-run one batch at a time; forever."""
-        queue = self.sampler.queue
         while True:
-            waiting = self.sampler.take_waiting(await queue.get())
+            waiting = await self._gather()
             for batch in batches(waiting, self.settings.recall_batch):
                 await self.check(batch)
+
+    async def _gather(self) -> list[Sample]:
+        """The next samples to re-run: the first to arrive, then those that arrive within
+        `SIMSEARCH_RECALL_LINGER_S` until a batch is full, then everything waiting.
+
+        An exact scan costs about the same for one query as for a batch (reading and
+        converting the features dominates), so waiting for a batch divides the
+        monitor's cost on the shards by the batch size.
+        """
+        queue = self.sampler.queue
+        taken = [await queue.get()]
+        deadline = time.monotonic() + self.settings.recall_linger_s
+        while len(taken) < self.settings.recall_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                taken.append(await asyncio.wait_for(queue.get(), left))
+            except TimeoutError:
+                break
+        return taken[:-1] + self.sampler.take_waiting(taken[-1])
 
     async def check(self, batch: list[Sample]) -> None:
         """Re-run one batch exactly and record every sample's recall; never raises."""

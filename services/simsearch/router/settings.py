@@ -194,6 +194,15 @@ class RouterSettings(KeySettings):
         description="Sampled queries sent to the shards in one exact request (those with the "
         "same collection, version, k, vector space and filter).",
     )
+    recall_linger_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="How long the monitor waits for a batch to fill after its first sample. "
+        "A shard's exact scan costs the same for 1 query as for 16 (it is bound by reading "
+        "and converting the features), so at the default cap a batch of 16 every ~8 s costs "
+        "1/16 of unbatched scans; 0 sends whatever is waiting at once.",
+    )
     recall_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -91,6 +91,7 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "SIMSEARCH_RECALL_MAX_PER_S": "1000",
                 "SIMSEARCH_RECALL_QUEUE": "1000",
                 "SIMSEARCH_RECALL_WINDOW_S": str(WINDOW_S),
+                "SIMSEARCH_RECALL_LINGER_S": "0.5",
                 "SIMSEARCH_RECALL_MIN_SAMPLES": "20",
             },
         ) as router,

@@ -140,7 +140,12 @@ def run(
         prometheus = CollectorRegistry()
         metrics = RouterMetrics(prometheus)
         fanout = FanOut(upstream, registry, metrics, hedge_percentile=50, hedge_min_s=0.0)
-        given = {"recall_fraction": 1.0, "recall_max_per_s": 1000, "recall_window_s": 60}
+        given = {
+            "recall_fraction": 1.0,
+            "recall_max_per_s": 1000,
+            "recall_window_s": 60,
+            "recall_linger_s": 0,
+        }
         settings = load_settings(
             RouterSettings, shards="http://shard-a:8002", **{**given, **overrides}
         )
@@ -334,3 +339,18 @@ def test_a_failing_report_leaves_the_scrape_working() -> None:
     metrics.recall.bind(broken)
     assert prometheus.get_sample_value("simsearch_recall_checks_total", {"outcome": "ok"}) == 0
     assert prometheus.get_sample_value("simsearch_router_coverage") == 0
+
+
+def test_samples_arriving_within_the_linger_share_one_exact_request() -> None:
+    async def test(h: Harness) -> None:
+        q = queries(3, seed=5)
+        for row in range(3):  # one at a time, as a slow trickle of sampled queries
+            h.monitor.offer(
+                "default", approximate(q[row : row + 1], 0), q[row : row + 1], SearchParams(K)
+            )
+            await asyncio.sleep(0.05)
+        await settled(h, 3)
+        assert h.checks("ok") == 3
+        assert len(h.asked) == 2  # one request per shard for the three: batched, not 3 × 2
+
+    run(test, recall_linger_s=1.0, recall_batch=3)
