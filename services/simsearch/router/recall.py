@@ -8,8 +8,8 @@ them through the normal fan-out with `exact=True`: each shard brute-forces the
 memory-mapped features of the partitions it is asked for, in its low-priority pool. The
 task sends one request at a time, so the monitor's load on the shards is bounded by the
 cap whatever the traffic, and waits up to `SIMSEARCH_RECALL_LINGER_S` for a batch to fill
-(a scan costs about the same for one query as for sixteen); it bypasses the coalescer and has its own deadline
-(`SIMSEARCH_RECALL_TIMEOUT_S`).
+(a scan costs about the same for one query as for sixteen); it bypasses the coalescer
+and has its own deadline (`SIMSEARCH_RECALL_TIMEOUT_S`).
 
 Each answer is compared with its exact re-run (`recall_compare.py`, ties tolerated) and
 goes into its version's sliding window (`recall_window.py`). A re-run whose answer is
