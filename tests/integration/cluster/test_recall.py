@@ -1,4 +1,5 @@
-"""Live recall end to end: real shard and router processes over a small IVF index in moto S3.
+"""Live recall and drift end to end: real shard and router processes over small IVF
+indexes in moto S3.
 
 The index is IVF fast-scan over raw 32-d vectors (no PCA, float32 features), so the truth
 is a plain brute force over the vectors this test generated. The router samples every
@@ -7,6 +8,11 @@ test computes the recall of the answers it got itself, with plain set intersecti
 (random floats: no ties), and the router's gauge must agree within ±0.02; the same
 queries with `nprobe=1` must then pull the gauge down to their own offline recall within
 one window, when the first round's samples have expired.
+
+Drift (acceptance figure 3) uses a second collection, `photos`, whose vectors lie around
+64 centres as embeddings do: queries drawn like them leave the shards' drift ratio near
+1; queries from a shifted distribution (uniform directions, far from every centre) raise
+it, and their live recall, at the same nprobe, is lower.
 """
 
 from __future__ import annotations
@@ -51,12 +57,28 @@ def unit(rows: int, seed: int) -> np.ndarray:
 VECTORS = unit(N, 0)
 IDS = np.arange(N, dtype=np.int64) * 7919 + 3
 QUERIES = unit(NQ, 1)  # not indexed: what live traffic looks like
+DRIFT_WINDOW_S = 10.0  # the shards' drift window
+
+
+def clustered(rows: int, seed: int) -> np.ndarray:
+    """Unit vectors around 64 fixed centres: the `photos` collection's distribution."""
+    centres = unit(64, 100)
+    rng = np.random.default_rng(seed)
+    x = centres[rng.integers(0, len(centres), rows)]
+    x = x + 0.12 * rng.standard_normal(x.shape).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+PHOTOS = clustered(N, 10)
+LIKE_PHOTOS = clustered(NQ, 11)  # new draws of the same distribution
+SHIFTED = unit(NQ, 12)  # uniform directions: nothing like the indexed photos
 
 
 @dataclass
 class Cluster:
     router: Service
     manifest: Manifest
+    photos: Manifest  # the clustered collection of the drift test
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +98,17 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             layout, IDS, VECTORS, paths, ModelInfo(name="test", dim=DIM), partitions=P,
             params=PARAMS,
         )  # fmt: skip
+        photos = write_index(
+            IndexLayout(layout.store, "photos"), IDS, PHOTOS, paths,
+            ModelInfo(name="test", dim=DIM), partitions=P, params=PARAMS,
+        )  # fmt: skip
     shared = {**AWS_ENV, "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint, "SIMSEARCH_LOG_FORMAT": "text"}
-    shard_env = {**shared, "SIMSEARCH_STORE": f"s3://{BUCKET}/idx", "SIMSEARCH_REPLICAS": "2"}
+    shard_env = {
+        **shared,
+        "SIMSEARCH_STORE": f"s3://{BUCKET}/idx",
+        "SIMSEARCH_REPLICAS": "2",
+        "SIMSEARCH_DRIFT_WINDOW_S": str(DRIFT_WINDOW_S),
+    }
     with (
         start_service("shard", _shard(shard_env, 0, work)) as s0,
         start_service("shard", _shard(shard_env, 1, work)) as s1,
@@ -96,7 +127,7 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
             },
         ) as router,
     ):
-        yield Cluster(router, manifest)
+        yield Cluster(router, manifest, photos)
 
 
 def _shard(env: dict[str, str], ordinal: int, work: Path) -> dict[str, str]:
@@ -107,14 +138,17 @@ def _shard(env: dict[str, str], ordinal: int, work: Path) -> dict[str, str]:
     }
 
 
-def search_all(router: Service, nprobe: int | None) -> list[list[int]]:
-    """Every query through the router (ten vectors a request); the ids it answered."""
+def search_all(
+    router: Service, nprobe: int | None, queries: np.ndarray = QUERIES, route: str = ""
+) -> list[list[int]]:
+    """Every query through the router (ten vectors a request); the ids it answered.
+    `route` prefixes the search route (`/collections/photos`)."""
     found: list[list[int]] = []
     for start in range(0, NQ, 10):
-        body: dict[str, object] = {"vectors": QUERIES[start : start + 10].tolist(), "k": K}
+        body: dict[str, object] = {"vectors": queries[start : start + 10].tolist(), "k": K}
         if nprobe is not None:
             body["nprobe"] = nprobe
-        response = httpx.post(f"{router.url}/search/vector", json=body, timeout=30)
+        response = httpx.post(f"{router.url}{route}/search/vector", json=body, timeout=30)
         assert response.status_code == 200, response.text
         answer = response.json()
         assert not answer["partial"]
@@ -122,19 +156,21 @@ def search_all(router: Service, nprobe: int | None) -> list[list[int]]:
     return found
 
 
-def offline_recall(found: list[list[int]]) -> float:
+def offline_recall(
+    found: list[list[int]], queries: np.ndarray = QUERIES, base: np.ndarray = VECTORS
+) -> float:
     """Mean |answer ∩ true top k| / k, the truth by brute force in float64."""
-    scores = QUERIES.astype(np.float64) @ VECTORS.astype(np.float64).T
+    scores = queries.astype(np.float64) @ base.astype(np.float64).T
     truth = IDS[np.argsort(-scores, axis=1, kind="stable")[:, :K]]
     hits = [len(set(f) & set(t.tolist())) for f, t in zip(found, truth, strict=True)]
     return float(np.mean(hits)) / K
 
 
-def gauges(router: Service, version: str) -> dict[str, float]:
+def gauges(router: Service, version: str, collection: str = "default") -> dict[str, float]:
     """The recall series of `version` (and the check counters) from the router's /metrics."""
     text = httpx.get(f"{router.url}/metrics", timeout=10).text
     values: dict[str, float] = {}
-    labels = f'collection="default",version="{version}"'
+    labels = f'collection="{collection}",version="{version}"'
     for name in ("at_k", "samples", "baseline", "drift"):
         found = re.search(rf"^simsearch_recall_{name}\{{{labels}\}} (\S+)$", text, re.MULTILINE)
         if found:
@@ -174,3 +210,34 @@ def test_live_recall_follows_the_answers_and_drops_with_nprobe_one(cluster: Clus
     # within one window the first round's samples expire and only nprobe=1's are left
     wait_for(lambda: settled(low), WINDOW_S + 30, f"the gauge at the nprobe=1 recall {low}")
     assert gauges(router, version)["drift"] == 1.0  # 40 ≥ 20 samples, far below baseline
+
+
+def drift_ratio(router: Service, version: str) -> float | None:
+    """The drift ratio the router's /stats reports for `version` (the shards' largest)."""
+    stats = httpx.get(f"{router.url}/stats", timeout=10).json()
+    rows = [r for r in stats["recall"] if r["version"] == version]
+    return rows[0]["drift_ratio"] if rows else None
+
+
+def test_shifted_queries_raise_the_drift_ratio_and_lower_live_recall(cluster: Cluster) -> None:
+    router, version = cluster.router, cluster.photos.version
+    fit = cluster.photos.centroid_fit
+    assert fit is not None and fit.indexed > 0  # the baseline the shards compare with
+    route = "/collections/photos"
+    like = offline_recall(search_all(router, None, LIKE_PHOTOS, route), LIKE_PHOTOS, PHOTOS)
+    # queries drawn like the data: the ratio stays near 1, recall high
+    wait_for(lambda: drift_ratio(router, version) is not None, 30, "a drift ratio")
+    calm = drift_ratio(router, version)
+    assert calm is not None and 0.85 < calm < 1.15, calm
+    wait_for(lambda: "at_k" in gauges(router, version, "photos"), 30, "the photos' recall")
+    assert abs(gauges(router, version, "photos")["at_k"] - like) <= 0.02
+    # shifted queries: the IVF fits them worse, and both signals move
+    shifted = offline_recall(search_all(router, None, SHIFTED, route), SHIFTED, PHOTOS)
+    assert shifted < like - 0.05, (shifted, like)
+    wait_for(lambda: (drift_ratio(router, version) or 0) > 1.3, DRIFT_WINDOW_S + 10, "drift")
+    # live recall follows the shifted answers down once the calm ones leave the window
+    wait_for(
+        lambda: gauges(router, version, "photos").get("at_k", 1.0) <= shifted + 0.02,
+        WINDOW_S + 30,
+        f"the gauge at the shifted queries' recall {shifted}",
+    )
