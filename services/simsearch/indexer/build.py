@@ -5,6 +5,9 @@ Stages and what each one guarantees:
    fields, the sidecar, S3 tags: `metadata.py`); a bad sidecar stops the build here.
 2. base: with a published index (and not `--full`), its vectors are reused, so only new
    keys are embedded and keys that disappeared from the bucket disappear from the index.
+   A PCA version stores them projected (its scoring space): the new vectors are projected
+   with its template to join them, and a new template (`--retrain`, another partition
+   count) is refused before anything is embedded: it needs `--full`.
 3. embed: in chunks, each chunk journaled on local disk as it finishes; a build that dies
    and is started again embeds only what is not in the journal. A progress bar shows rate
    and ETA.
@@ -12,6 +15,9 @@ Stages and what each one guarantees:
    every partition a copy of it, with its metadata table; `CURRENT` flips last. A build
    that embeds nothing new and whose metadata files would be byte-identical to the
    base's publishes nothing (`unchanged`).
+5. drift (`drift.py`, measured inside the write): the manifest's `centroid_fit`; with a
+   reused template, the new vectors against the template's training figure, and the
+   advice to retrain when they lie too far (`report.advice`).
 """
 
 from __future__ import annotations
@@ -33,16 +39,18 @@ from simsearch.common.ids import key_ids
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import Manifest, sha256_file
 from simsearch.common.storage import ObjectInfo, ObjectStore, S3Options
+from simsearch.indexer.drift import Fit, advice
 from simsearch.indexer.embedding import EmbedBackend
 from simsearch.indexer.journal import Journal
 from simsearch.indexer.metadata import Metadata, collect_metadata, partition_table, read_sidecar
 from simsearch.indexer.scan import scan_images
 from simsearch.indexer.settings import (
+    DEFAULT_DRIFT_ADVICE_RATIO,
     DEFAULT_EMBED_CHUNK,
     DEFAULT_PARTITIONS,
     DEFAULT_RECALL_TARGET,
 )
-from simsearch.indexer.writer import write_index
+from simsearch.indexer.writer import load_template, normalise, write_index
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,8 @@ class BuildReport:
     seconds: float = 0.0
     unchanged: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)  # schema, sidecar, ignored rows
+    drift: dict[str, Any] = field(default_factory=dict)  # centroid fit figures (`drift.Fit`)
+    advice: str | None = None  # the one line advising a new template (None: no drift)
 
 
 @dataclass
@@ -77,6 +87,7 @@ class BuildOptions:
     metadata_sidecar: str | None = None  # a path or URI; None: metadata.jsonl/.csv at the root
     metadata_tags: bool = False  # read each image's S3 object tags as string fields
     s3: S3Options | None = None  # for a sidecar named by an s3:// URI
+    drift_advice_ratio: float = DEFAULT_DRIFT_ADVICE_RATIO  # new/trained distance: advise
 
 
 @dataclass
@@ -89,8 +100,9 @@ class _Base:
 
 
 def existing_vectors(layout: IndexLayout, manifest: Manifest, folder: Path) -> _Base:
-    """key → vector of every image in a published version (from its features.h5 files),
-    and each partition's ids and keys in file order (to compare metadata files)."""
+    """key → vector of every image in a published version (from its features.h5 files:
+    in its scoring space, i.e. projected for a PCA version), and each partition's ids and
+    keys in file order (to compare metadata files)."""
     out: dict[str, np.ndarray] = {}
     rows: list[tuple[np.ndarray, list[str]]] = []
     for info in manifest.partition_files:
@@ -181,6 +193,7 @@ def build(
     report.metadata = metadata.summary()
     manifest = _base(layout, options)
     _check_same_model(manifest, backend)
+    _check_template_reuse(manifest, options)
     workdir = options.workdir or Path(tempfile.gettempdir()) / "simsearch-build" / layout.name
     journal = Journal(workdir / "journal")
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
@@ -196,9 +209,8 @@ def build(
     done = journal.load()
     report.failed.update(journal.failed())
     keys = [k for k in keys if k in known or k in done]
-    vectors = np.stack([known[k] if k in known else done[k] for k in keys])
     ctx = _Context(images, backend, manifest, workdir, options, metadata)
-    published = _write(layout, keys, vectors, ctx)
+    published = _write(layout, _version_vectors(layout, keys, known, done, ctx), ctx, report)
     journal.clear()
     report.version = published.version
     report.seconds = time.perf_counter() - started
@@ -234,6 +246,68 @@ def _check_same_model(base: Manifest | None, backend: EmbedBackend) -> None:
         )
 
 
+def _projected(base: Manifest | None) -> bool:
+    """Whether `base` keeps its vectors only projected: a PCA version's features.h5 holds
+    them in its scoring space (e.g. 256-d float16), not as the model made them."""
+    return base is not None and base.params.pca_dim is not None
+
+
+def _check_template_reuse(base: Manifest | None, options: BuildOptions) -> None:
+    """Before anything is embedded: a new template cannot be trained from a PCA version's
+    projected vectors, so `--retrain` (or a new partition count, which retrains) needs
+    every image embedded again (`--full`)."""
+    if base is None or not _projected(base):
+        return
+    if not options.retrain and options.partitions == base.partitions:
+        return
+    why = "--retrain"
+    if not options.retrain:
+        why = f"{options.partitions} partitions, not {base.partitions}"
+    raise ConfigError(
+        f"version {base.version} keeps its vectors only in its PCA{base.params.pca_dim} "
+        f"scoring space, so a new template ({why}) cannot be trained from them: rebuild "
+        "with --full, which embeds every image again"
+    )
+
+
+@dataclass
+class _Rows:
+    """The new version's rows: keys, their vectors, and which rows this build embedded."""
+
+    keys: list[str]
+    vectors: np.ndarray
+    space: str  # "raw" (as the model made them) or "index" (the base's scoring space)
+    fresh: np.ndarray  # row numbers of the vectors embedded by this build
+
+
+def _version_vectors(
+    layout: IndexLayout,
+    keys: list[str],
+    known: dict[str, np.ndarray],
+    done: dict[str, np.ndarray],
+    ctx: _Context,
+) -> _Rows:
+    """This version's vectors, rows as `keys`: the base's (`known`) and this build's.
+
+    Raw unless the base is a PCA version: its vectors are known only projected, so the
+    new ones are projected with its template to join them, and that template is reused
+    (`_check_template_reuse`).
+    """
+    fresh = np.flatnonzero([k not in known for k in keys])
+    if ctx.base is None or not _projected(ctx.base):
+        vectors = np.stack([known[k] if k in known else done[k] for k in keys])
+        return _Rows(keys, vectors, "raw", fresh)
+    new = [keys[r] for r in fresh]
+    projected: dict[str, np.ndarray] = {}
+    if new:
+        with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
+            template = load_template(layout, ctx.base, Path(tmp))
+        raw = normalise(np.stack([done[k] for k in new]))
+        projected = dict(zip(new, template.project(raw), strict=True))
+    vectors = np.stack([known[k] if k in known else projected[k] for k in keys])
+    return _Rows(keys, vectors, "index", fresh)
+
+
 def _todo(
     scanned: list[str], known: dict[str, np.ndarray], journal: Journal, report: BuildReport
 ) -> list[str]:
@@ -260,9 +334,10 @@ class _Context:
     metadata: Metadata
 
 
-def _write(layout: IndexLayout, keys: list[str], vectors: np.ndarray, ctx: _Context) -> Manifest:
-    """Train (or reuse) the template, write every partition and publish, with a bar."""
-    options = ctx.options
+def _write(layout: IndexLayout, rows: _Rows, ctx: _Context, report: BuildReport) -> Manifest:
+    """Train (or reuse) the template, write every partition and publish, with a bar; the
+    drift figures (and any `--retrain` advice) go into `report`."""
+    options, full = ctx.options, _projected(ctx.base)
     bar: tqdm[Any] = tqdm(
         total=options.partitions,
         unit="part",
@@ -273,9 +348,9 @@ def _write(layout: IndexLayout, keys: list[str], vectors: np.ndarray, ctx: _Cont
     try:
         return write_index(
             layout,
-            key_ids(keys),
-            vectors,
-            keys,
+            key_ids(rows.keys),
+            rows.vectors,
+            rows.keys,
             ctx.backend.model,
             partitions=options.partitions,
             source=ctx.images.uri,
@@ -285,6 +360,27 @@ def _write(layout: IndexLayout, keys: list[str], vectors: np.ndarray, ctx: _Cont
             retrain=options.retrain,
             recall_target=options.recall_target,
             metadata=ctx.metadata,
+            fresh=rows.fresh,
+            on_fit=lambda fit: _drifted(fit, options.drift_advice_ratio, full, report),
+            space=rows.space,
         )
     finally:
         bar.close()
+
+
+def _drifted(fit: Fit, threshold: float, full: bool, report: BuildReport) -> None:
+    """Record the centroid fit, and advise a new template when the new vectors drifted
+    (`--full` for a PCA version, see `_check_template_reuse`); logged with the figures,
+    and `simsearch index build` prints the line on stderr."""
+    report.drift = fit.summary()
+    report.advice = advice(fit, threshold, full)
+    if report.advice is not None:
+        log.warning(
+            "drift: the %d new vectors' mean centroid distance is %.4f, the template's "
+            "training sample's %.4f: ratio %.3f > %.2f (SIMSEARCH_DRIFT_ADVICE_RATIO)",
+            fit.fresh_sample,
+            fit.fresh_mean,
+            fit.centroid_fit.trained if fit.centroid_fit else 0.0,
+            fit.ratio,
+            threshold,
+        )

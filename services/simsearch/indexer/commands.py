@@ -63,7 +63,8 @@ def _backend(settings: IndexerSettings, images: ObjectStore) -> EmbedBackend:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    """Build (incrementally unless --full) and print the report as JSON."""
+    """Build (incrementally unless --full) and print the report as JSON (and any
+    `--retrain` advice on stderr, one line)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = settings_of(args)
     layout = _layout(settings)
@@ -79,6 +80,7 @@ def run_build(args: argparse.Namespace) -> int:
         metadata_sidecar=settings.metadata_sidecar,
         metadata_tags=settings.metadata_tags,
         s3=settings.s3_options(),
+        drift_advice_ratio=settings.drift_advice_ratio,
     )
     try:
         report = build(images, layout, _backend(settings, images), options)
@@ -86,6 +88,8 @@ def run_build(args: argparse.Namespace) -> int:
         print(f"simsearch index build: {err.reason}", file=sys.stderr)
         return 0 if args.allow_empty else 1
     print(json.dumps(asdict(report), indent=2, default=str))
+    if report.advice is not None:  # advice, not a failure: the version is published
+        print(report.advice, file=sys.stderr)
     return 0
 
 

@@ -14,6 +14,7 @@ otherwise count as one free hit out of k.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,13 +22,16 @@ from typing import Any
 import faiss
 import numpy as np
 
-from simsearch.common.ann import Template, candidates
-from simsearch.common.manifest import RecallProbe
+from simsearch.common.ann import Template, candidates, to_fast_scan
+from simsearch.common.errors import InvalidParameter
+from simsearch.common.manifest import IndexParams, RecallProbe
 from simsearch.indexer.settings import DEFAULT_RECALL_TARGET
 
 PROBE_QUERIES = 1000
 PROBE_K = 10
 TARGET_RECALL = DEFAULT_RECALL_TARGET
+
+log = logging.getLogger(__name__)
 
 
 def nprobe_ladder(nlist: int) -> list[int]:
@@ -161,3 +165,48 @@ def probe(
         curve=curve,
         seconds=round(time.perf_counter() - started, 2),
     )
+
+
+def probe_version(
+    template: Template,
+    probe_index: Any,
+    ids: np.ndarray,
+    y: np.ndarray,
+    params: IndexParams,
+    target: float,
+) -> tuple[IndexParams, RecallProbe | None]:
+    """The params with the probe's default nprobe, and the probe (None: no probe run).
+
+    `probe_index` holds every vector of the version (flat 4-bit codes are converted to
+    fast-scan blocks first, as a shard does); `y` are the stored features, rows as `ids`.
+    """
+    if probe_index is None:
+        return params, None
+    if template.fast_scan:
+        probe_index = to_fast_scan(probe_index)  # what a shard searches
+    found = _logged_probe(template, probe_index, ids, y, params.refine, target)
+    return params.model_copy(update={"nprobe": found.nprobe}), found
+
+
+def _logged_probe(
+    template: Template,
+    index: Any,
+    ids: np.ndarray,
+    y: np.ndarray,
+    refine: int,
+    target: float = TARGET_RECALL,
+) -> RecallProbe:
+    """The recall probe over the whole version (logged: it is the build's quality figure)."""
+    if not 0 < target <= 1:
+        raise InvalidParameter(f"recall target {target} must be in (0, 1]")
+    found = probe(template, index, ids, y, refine, target=target)
+    log.info(
+        "recall probe: recall@%d %.4f at nprobe %d (%d queries, curve %s, %.1fs)",
+        found.k,
+        found.recall,
+        found.nprobe,
+        found.queries,
+        found.curve,
+        found.seconds,
+    )
+    return found

@@ -24,7 +24,7 @@ import faiss
 import h5py
 import numpy as np
 
-from simsearch.common.ann import Template, to_fast_scan
+from simsearch.common.ann import Template
 from simsearch.common.errors import InvalidParameter
 from simsearch.common.features import write_features
 from simsearch.common.ids import partition_of_many
@@ -41,6 +41,7 @@ from simsearch.common.manifest import (
     verify_file,
 )
 from simsearch.common.metatable import METADATA_FILE
+from simsearch.indexer.drift import Fit, measure
 from simsearch.indexer.faissbuild import (
     choose_params,
     fill_partition,
@@ -48,7 +49,7 @@ from simsearch.indexer.faissbuild import (
     write_partition,
 )
 from simsearch.indexer.metadata import Metadata, partition_table
-from simsearch.indexer.probe import TARGET_RECALL, probe
+from simsearch.indexer.probe import TARGET_RECALL, probe_version
 from simsearch.indexer.settings import DEFAULT_PARTITIONS
 
 BUILD_WORKERS = min(4, os.cpu_count() or 1)  # partitions written at once
@@ -96,6 +97,9 @@ def write_index(
     workers: int = BUILD_WORKERS,
     recall_target: float = TARGET_RECALL,
     metadata: Metadata | None = None,
+    fresh: np.ndarray | None = None,
+    on_fit: Callable[[Fit], None] | None = None,
+    space: str = "raw",
 ) -> Manifest:
     """Build every partition from one template and publish a new version.
 
@@ -104,39 +108,34 @@ def write_index(
     stores float16 features in a PCA space (recall unchanged: docs/benchmarks.md §8),
     float32 in the raw one. `workers` threads write partitions; `probe_recall` measures
     recall@10 and sets the default nprobe. No `metadata`: a version without (no filters).
+    The drift baseline (`drift.measure`) goes into `centroid_fit`; `fresh` (the rows
+    embedded by this build) and `on_fit` (given the figures) serve the `--retrain` advice.
+    `space` "index": the vectors are already in the scoring space of `base`'s template
+    (what a PCA version's features.h5 holds), so that template must be reused.
     """
-    ids = _checked_ids(ids, vectors, paths, model)
     same_shape = base if base is not None and base.partitions == partitions else None
     reuse = None if retrain else same_shape
+    ids = _checked_ids(ids, vectors, paths, _expected_dim(model, space, reuse))
     version = _next_version(base)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="simsearch-build-") as tmp:
         folder = Path(tmp)
-        template, trained, params = _template_for(layout, version, folder, vectors, params, reuse)
+        template, trained, params, trained_rows = _template_for(
+            layout, version, folder, vectors, params, reuse
+        )
         stored = _stored_dtype(dtype, template)
-        y = _scoring_vectors(template, vectors, stored)
+        projected = space == "index"
+        y = _scoring_vectors(template, vectors, stored, projected)  # checks the vectors too
+        fit = measure(template, vectors, trained_rows, reuse, fresh, projected)
         build = _PartitionBuild(layout, version, folder, template, ids, y, paths, stored)
         build.metadata, build.base = metadata, same_shape
         probe_index = template.empty() if probe_recall and template.nlist > 1 else None
         infos = _write_partitions(build, partitions, reuse, probe_index, progress, workers)
-        params, found = _probe_version(template, probe_index, ids, y, params, recall_target)
-    manifest = Manifest(
-        index_name=layout.name,
-        version=version,
-        created=datetime.now(UTC),
-        model=model,
-        params=params,
-        partitions=partitions,
-        total=len(ids),
-        dtype=stored,  # type: ignore[arg-type]
-        trained=trained,
-        partition_files=infos,
-        source=source,
-        parent=base.version if base is not None else None,
-        probe=found,
-        metadata=dict(metadata.schema) if metadata is not None else None,
-    )
+        params, found = probe_version(template, probe_index, ids, y, params, recall_target)
+    manifest = build.manifest(model, params, trained, infos, base, found, fit, source)
     layout.publish(manifest)
     log.info("published %s: %d vectors in %d partitions", version, len(ids), partitions)
+    if on_fit is not None:
+        on_fit(fit)
     return manifest
 
 
@@ -155,17 +154,32 @@ def _write_partitions(
 
 
 def _checked_ids(
-    ids: np.ndarray, vectors: np.ndarray, paths: Sequence[str], model: ModelInfo
+    ids: np.ndarray, vectors: np.ndarray, paths: Sequence[str], expected: int
 ) -> np.ndarray:
-    """`ids` as int64, once they, the paths and the model's dim agree with the vectors."""
+    """`ids` as int64, once they, the paths and the expected dim agree with the vectors."""
     n, dim = vectors.shape
     if len(ids) != n or len(paths) != n:
         raise InvalidParameter(f"{n} vectors but {len(ids)} ids and {len(paths)} paths")
     if len(np.unique(ids)) != n:
         raise InvalidParameter("ids are not unique (two keys with the same id?)")
-    if dim != model.dim:
-        raise InvalidParameter(f"vectors have dim {dim}, the model says {model.dim}")
+    if dim != expected:
+        raise InvalidParameter(f"vectors have dim {dim}, the index expects {expected}")
     return np.asarray(ids, dtype=np.int64)
+
+
+def _expected_dim(model: ModelInfo, space: str, reuse: Manifest | None) -> int:
+    """The model's dim for raw vectors; for vectors in an index's scoring space ("index"),
+    the reused template's: such vectors cannot train a new template (no PCA from them)."""
+    if space == "raw":
+        return model.dim
+    if space != "index":
+        raise InvalidParameter(f"vector space {space!r}: use raw or index")
+    if reuse is None:
+        raise InvalidParameter(
+            "vectors in an index's scoring space need that index's template reused "
+            "(a base with the same partitions, no retraining)"
+        )
+    return reuse.params.pca_dim or model.dim
 
 
 def _template_for(
@@ -175,32 +189,17 @@ def _template_for(
     vectors: np.ndarray,
     params: IndexParams | None,
     reuse: Manifest | None,
-) -> tuple[Template, FileRef, IndexParams]:
-    """The base's template when it is reused, else one trained now and uploaded."""
+) -> tuple[Template, FileRef, IndexParams, np.ndarray | None]:
+    """The base's template when it is reused, else one trained now and uploaded; with the
+    rows it was trained on (None: reused), the drift baseline's sample."""
     if reuse is not None:
-        return _base_template(layout, reuse, folder)
+        return *_base_template(layout, reuse, folder), None
     n, dim = vectors.shape
     params = params or choose_params(n, dim)
-    template = _train(vectors, params, n)
+    template, rows = _train(vectors, params, n)
     faiss.write_index(template.root, str(folder / TRAINED_FILE))
-    return template, layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE), params
-
-
-def _probe_version(
-    template: Template,
-    probe_index: Any,
-    ids: np.ndarray,
-    y: np.ndarray,
-    params: IndexParams,
-    target: float,
-) -> tuple[IndexParams, RecallProbe | None]:
-    """The params with the probe's default nprobe, and the probe (None: no probe run)."""
-    if probe_index is None:
-        return params, None
-    if template.fast_scan:
-        probe_index = to_fast_scan(probe_index)  # what a shard searches
-    found = run_probe(template, probe_index, ids, y, params.refine, target)
-    return params.model_copy(update={"nprobe": found.nprobe}), found
+    trained = layout.upload(version, TRAINED_FILE, folder / TRAINED_FILE)
+    return template, trained, params, rows
 
 
 def _counted(info: PartitionInfo, progress: Progress | None) -> PartitionInfo:
@@ -247,38 +246,17 @@ def _stored_dtype(dtype: str, template: Template) -> str:
     return dtype
 
 
-def _scoring_vectors(template: Template, vectors: np.ndarray, dtype: str) -> np.ndarray:
-    """Every vector in the scoring space, stored dtype (projected in blocks to bound memory)."""
+def _scoring_vectors(
+    template: Template, vectors: np.ndarray, dtype: str, projected: bool = False
+) -> np.ndarray:
+    """Every vector in the scoring space, stored dtype (projected in blocks to bound memory;
+    `projected` ones are only scaled to unit length again)."""
     n = len(vectors)
     out = np.empty((n, template.dim), dtype=dtype)
     for start in range(0, n, PROJECT_BLOCK):
         block = normalise(vectors[start : start + PROJECT_BLOCK])
-        out[start : start + len(block)] = template.project(block)
+        out[start : start + len(block)] = block if projected else template.project(block)
     return out
-
-
-def run_probe(
-    template: Template,
-    index: Any,
-    ids: np.ndarray,
-    y: np.ndarray,
-    refine: int,
-    target: float = TARGET_RECALL,
-) -> RecallProbe:
-    """The recall probe over the whole version (logged: it is the build's quality figure)."""
-    if not 0 < target <= 1:
-        raise InvalidParameter(f"recall target {target} must be in (0, 1]")
-    found = probe(template, index, ids, y, refine, target=target)
-    log.info(
-        "recall probe: recall@%d %.4f at nprobe %d (%d queries, curve %s, %.1fs)",
-        found.k,
-        found.recall,
-        found.nprobe,
-        found.queries,
-        found.curve,
-        found.seconds,
-    )
-    return found
 
 
 def _next_version(base: Manifest | None) -> str:
@@ -290,9 +268,11 @@ def _next_version(base: Manifest | None) -> str:
     return version
 
 
-def _train(x: np.ndarray, params: IndexParams, n: int) -> Template:
+def _train(x: np.ndarray, params: IndexParams, n: int) -> tuple[Template, np.ndarray]:
+    """A template trained on a sample of `x`, and the sample's row numbers."""
     started = time.perf_counter()
-    sample = normalise(x[sample_rows(n, max(params.train_size, params.nlist or 1))])
+    rows = sample_rows(n, max(params.train_size, params.nlist or 1))
+    sample = normalise(x[rows])
     template = train_template(sample, params)
     log.info(
         "trained %s%s on %d vectors in %.1fs",
@@ -301,17 +281,22 @@ def _train(x: np.ndarray, params: IndexParams, n: int) -> Template:
         len(sample),
         time.perf_counter() - started,
     )
-    return template
+    return template, rows
+
+
+def load_template(layout: IndexLayout, manifest: Manifest, folder: Path) -> Template:
+    """A published version's trained template (downloaded into `folder`, verified)."""
+    path = folder / TRAINED_FILE
+    layout.store.download_file(layout.resolve(manifest.trained), path)
+    verify_file(path, manifest.trained)
+    return Template.read(str(path))
 
 
 def _base_template(
     layout: IndexLayout, base: Manifest, folder: Path
 ) -> tuple[Template, FileRef, IndexParams]:
     """The base version's trained template, reused as is (no retraining, no re-upload)."""
-    path = folder / TRAINED_FILE
-    layout.store.download_file(layout.resolve(base.trained), path)
-    verify_file(path, base.trained)
-    return Template.read(str(path)), base.trained, base.params
+    return load_template(layout, base, folder), base.trained, base.params
 
 
 def _reused_index(
@@ -388,6 +373,36 @@ class _PartitionBuild:
             return self.layout.upload(self.version, relative, path)
         finally:
             path.unlink()
+
+    def manifest(
+        self,
+        model: ModelInfo,
+        params: IndexParams,
+        trained: FileRef,
+        infos: list[PartitionInfo],
+        parent: Manifest | None,
+        found: RecallProbe | None,
+        fit: Fit,
+        source: str | None,
+    ) -> Manifest:
+        """The new version's manifest: what this build wrote and what it measured."""
+        return Manifest(
+            index_name=self.layout.name,
+            version=self.version,
+            created=datetime.now(UTC),
+            model=model,
+            params=params,
+            partitions=len(infos),
+            total=len(self.ids),
+            dtype=self.dtype,  # type: ignore[arg-type]
+            trained=trained,
+            partition_files=infos,
+            source=source,
+            parent=parent.version if parent is not None else None,
+            probe=found,
+            metadata=dict(self.metadata.schema) if self.metadata is not None else None,
+            centroid_fit=fit.centroid_fit,
+        )
 
     def write(self, p: int, rows: np.ndarray) -> tuple[PartitionInfo, Any]:
         """Partition p's index.faiss and features.h5, uploaded; local copies removed.
