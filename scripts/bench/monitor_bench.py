@@ -229,7 +229,6 @@ def recall_mode(args: argparse.Namespace) -> dict[str, Any]:
         )
         normal, lowered = bodies(truth.queries), bodies(truth.queries, low)
         result["offline_recall"] = truth.recall(answers_of(args.port, normal))
-        result["offline_recall_low"] = truth.recall(answers_of(args.port, lowered))
         port = args.port
         samples = lambda: gauge(port, "simsearch_recall_samples") or 0.0  # noqa: E731
         started = time.perf_counter()
@@ -238,8 +237,23 @@ def recall_mode(args: argparse.Namespace) -> dict[str, Any]:
         result["gauge"] = gauge(port, "simsearch_recall_at_k")
         result["converge_s"] = time.perf_counter() - started
         result["difference"] = abs((result["gauge"] or 0) - result["offline_recall"])
-        result["timeline_low"] = _follow(port, lowered, result["offline_recall_low"], args.window)
         result["stats_recall"] = json.loads(get(port, "/stats")).get("recall")
+        # measured only now: its low-nprobe answers would be sampled into the window above
+        result["offline_recall_low"] = truth.recall(answers_of(args.port, lowered))
+        # the nprobe switch, on a router with a short window: warm it at the normal nprobe,
+        # then switch and watch the gauge
+        cluster.start_router(
+            {
+                "SIMSEARCH_RECALL_FRACTION": str(args.fraction),
+                "SIMSEARCH_RECALL_MAX_PER_S": str(args.cap),
+                "SIMSEARCH_RECALL_WINDOW_S": str(args.follow_window),
+            }
+        )
+        result["follow_window_s"] = args.follow_window
+        closed_loop(port, normal, 8, for_seconds(args.follow_window))
+        result["gauge_before_switch"] = gauge(port, "simsearch_recall_at_k")
+        low_target = result["offline_recall_low"]
+        result["timeline_low"] = _follow(port, lowered, low_target, args.follow_window)
     finally:
         cluster.close()
     return result
@@ -390,7 +404,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18900)
     parser.add_argument("--fraction", type=float, help="recall: 0.05; ab: 0.01")
     parser.add_argument("--cap", type=float, default=100.0, help="recall: samples/s cap")
-    parser.add_argument("--window", type=float, default=30.0, help="recall: window (s)")
+    parser.add_argument("--window", type=float, default=300.0, help="recall: window (s)")
+    parser.add_argument(
+        "--follow-window", type=float, default=30.0, help="recall: window of the nprobe switch"
+    )
     parser.add_argument("--samples", type=int, default=1000, help="recall: samples to wait for")
     parser.add_argument("--nprobe-divisor", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=4)
