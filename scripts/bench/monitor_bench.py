@@ -342,8 +342,9 @@ def memory_mode(args: argparse.Namespace) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     try:
         cluster.start_router({"SIMSEARCH_RECALL_FRACTION": "0"})
-        closed_loop(args.port, payloads, 8, for_seconds(args.seconds))  # warm: fully cached
-        time.sleep(args.ws_window * 2.2)  # two working-set windows of steady load pass below
+        # warm (fully cached), for longer than the kept working-set windows (5), so that
+        # what the shard reports is steady traffic's working set, not its loading's
+        closed_loop(args.port, payloads, 8, for_seconds(args.ws_window * 5.5))
         cached = _step(args, payloads, cluster, None)
         steps.append(cached)
         info = cached["memory"]
