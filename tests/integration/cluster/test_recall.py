@@ -22,16 +22,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import httpx
 import numpy as np
 import pytest
 
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import IndexParams, Manifest, ModelInfo
-from simsearch.common.storage import S3Options, S3Store
 from simsearch.indexer.writer import write_index
+from tests.support.motoindex import moto_layout
 from tests.support.procs import Service, start_service, wait_for
+from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +41,7 @@ WINDOW_S = 25.0
 PARAMS = IndexParams(
     factory=f"IVF32,PQ{DIM}x4", nlist=32, pq_m=DIM, nbits=4, nprobe=8, refine=10, train_size=N
 )
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS_ENV = AWS  # the test credentials every process is given
 BUCKET = "recall"
 
 
@@ -86,13 +82,7 @@ def cluster(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     """One IVF version (with its build-time probe) in moto; two shards; a router that
     samples every query."""
     work = tmp_path_factory.mktemp("recall")
-    with pytest.MonkeyPatch.context() as env_patch:
-        for name, value in AWS_ENV.items():
-            env_patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            env_patch.delenv(name, raising=False)
-        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=BUCKET)
-        layout = IndexLayout(S3Store(BUCKET, "idx", S3Options(endpoint_url=s3_endpoint)))
+    with moto_layout(s3_endpoint, BUCKET) as layout:
         paths = [f"img/{i}.jpg" for i in range(N)]
         manifest = write_index(
             layout, IDS, VECTORS, paths, ModelInfo(name="test", dim=DIM), partitions=P,

@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import numpy as np
 import pytest
@@ -23,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import CentroidFit, IndexParams, Manifest, ModelInfo, new_version_id
-from simsearch.common.storage import S3Options, S3Store
 from simsearch.common.wire import decode_array, encode_array
 from simsearch.indexer.writer import write_index
+from tests.support.motoindex import moto_layout
 from tests.support.procs import Service, start_service
+from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +40,7 @@ PARAMS = IndexParams(
     factory=f"IVF32,PQ{DIM}x4", nlist=32, pq_m=DIM, nbits=4, nprobe=4, refine=3, train_size=N
 )
 FIT = CentroidFit(trained=0.8, indexed=0.8, p90=0.9, sample=500)
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS_ENV = AWS  # the test credentials every process is given
 
 
 def unit(rows: int, seed: int) -> np.ndarray:
@@ -69,13 +65,7 @@ def with_fit(layout: IndexLayout, base: Manifest, fit: CentroidFit) -> Manifest:
 
 @pytest.fixture(scope="module")
 def published(s3_endpoint: str) -> Iterator[tuple[str, Manifest]]:
-    with pytest.MonkeyPatch.context() as env_patch:
-        for name, value in AWS_ENV.items():
-            env_patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            env_patch.delenv(name, raising=False)
-        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="exact")
-        layout = IndexLayout(S3Store("exact", "idx", S3Options(endpoint_url=s3_endpoint)))
+    with moto_layout(s3_endpoint, "exact") as layout:
         model = ModelInfo(name="test", dim=DIM)
         base = write_index(
             layout, IDS, VECTORS, PATHS, model, partitions=P, params=PARAMS, probe_recall=False

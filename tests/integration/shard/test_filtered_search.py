@@ -15,19 +15,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import numpy as np
 import pytest
 
-from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import IndexParams, Manifest, ModelInfo
 from simsearch.common.metadata import FieldType
-from simsearch.common.storage import S3Options, S3Store
 from simsearch.common.wire import decode_array, encode_array
 from simsearch.indexer.writer import write_index
 from tests.support.metaindex import add_metadata, filtered_truth
+from tests.support.motoindex import moto_layout
 from tests.support.procs import Service, start_service
+from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -55,23 +54,13 @@ def unit(rows: int, seed: int) -> np.ndarray:
 VECTORS = unit(N, 0)
 
 
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS_ENV = AWS  # the test credentials every process is given
 
 
 @pytest.fixture(scope="module")
 def published(s3_endpoint: str) -> Iterator[tuple[str, Manifest]]:
     """One version with metadata tables in a bucket of the moto server."""
-    with pytest.MonkeyPatch.context() as env_patch:
-        for name, value in AWS_ENV.items():
-            env_patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            env_patch.delenv(name, raising=False)
-        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="filtered")
-        layout = IndexLayout(S3Store("filtered", "idx", S3Options(endpoint_url=s3_endpoint)))
+    with moto_layout(s3_endpoint, "filtered") as layout:
         model = ModelInfo(name="test", dim=DIM)
         base = write_index(
             layout, IDS, VECTORS, PATHS, model, partitions=P, params=PARAMS, probe_recall=False

@@ -13,20 +13,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import IndexParams, Manifest, ModelInfo
 from simsearch.common.metadata import FieldType
-from simsearch.common.storage import S3Options, S3Store
 from simsearch.common.wire import encode_array
 from simsearch.indexer.writer import write_index
 from tests.support.metaindex import add_metadata
+from tests.support.motoindex import moto_layout
 from tests.support.procs import Service, start_service, wait_for
+from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +36,7 @@ SCHEMA: dict[str, FieldType] = {"key": "string", "size": "int"}
 PARAMS = IndexParams(
     factory=f"IVF32,PQ{DIM}x4", nlist=32, pq_m=DIM, nbits=4, nprobe=8, refine=10, train_size=N
 )
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+AWS_ENV = AWS  # the test credentials every process is given
 KINDS = {"codes", "features", "metadata", "other"}
 
 
@@ -53,13 +48,7 @@ def unit(rows: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def published(s3_endpoint: str) -> Iterator[tuple[str, Manifest]]:
     """One fast-scan version with metadata tables in a bucket of the moto server."""
-    with pytest.MonkeyPatch.context() as env_patch:
-        for name, value in AWS_ENV.items():
-            env_patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-            env_patch.delenv(name, raising=False)
-        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="memory")
-        layout = IndexLayout(S3Store("memory", "idx", S3Options(endpoint_url=s3_endpoint)))
+    with moto_layout(s3_endpoint, "memory") as layout:
         model = ModelInfo(name="test", dim=DIM)
         base = write_index(
             layout, IDS, unit(N, 0), PATHS, model, partitions=P, params=PARAMS,
