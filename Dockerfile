@@ -39,16 +39,19 @@ WORKDIR /app
 ENTRYPOINT ["simsearch"]
 
 # ---- router and shard: each only its own extra, no torch ----
+# The wheel is copied in, not bind-mounted from the builder (`RUN --mount=…,from=builder`):
+# buildah with --layers finds no directory to mount when the builder stage comes from its
+# cache (found by the first real build, #16). The copied wheel (~0.3 MB) stays in a layer.
 # The CLI imports a role's code only when that role runs (cli.py), so the router image has
 # no faiss or h5py (tests/integration/router/test_venv.py starts `serve router` in a venv
 # with only this extra).
 FROM runtime AS router-deps
-RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    pip install "$(find /dist -name 'simsearch-*.whl')[router]"
+COPY --from=builder /dist /dist
+RUN pip install "$(find /dist -name 'simsearch-*.whl')[router]" && rm -rf /dist
 
 FROM runtime AS shard-deps
-RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    pip install "$(find /dist -name 'simsearch-*.whl')[shard]"
+COPY --from=builder /dist /dist
+RUN pip install "$(find /dist -name 'simsearch-*.whl')[shard]" && rm -rf /dist
 
 # ---- heavy: torch (CPU by default) plus the embedder and indexer dependencies ----
 FROM runtime AS heavy
@@ -59,8 +62,8 @@ ARG TORCHVISION_VERSION=0.29.1
 # torch first, from its own index only; the project's `torch>=2.4` is then already met.
 RUN pip install --index-url "${TORCH_INDEX_URL}" \
         "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
-RUN --mount=type=bind,from=builder,source=/dist,target=/dist \
-    pip install "$(find /dist -name 'simsearch-*.whl')[embedder,indexer]"
+COPY --from=builder /dist /dist
+RUN pip install "$(find /dist -name 'simsearch-*.whl')[embedder,indexer]" && rm -rf /dist
 
 # ---- the role targets ----
 FROM router-deps AS router

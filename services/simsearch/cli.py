@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from simsearch import __version__
 from simsearch.common.errors import ConfigError, SimsearchError
 from simsearch.common.settings import ServiceSettings
 
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     from simsearch.local.parsers import add_parsers as add_local_parsers
 
     parser = argparse.ArgumentParser(prog="simsearch", description=__doc__.splitlines()[0])
+    # what an image runs is checked against the chart's appVersion with this (#16)
+    parser.add_argument("--version", action="version", version=f"simsearch {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     models = sub.add_parser("models", help="list the embedding models")

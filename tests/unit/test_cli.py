@@ -73,3 +73,14 @@ def test_building_the_parser_imports_no_role_code() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_version_prints_the_package_version_without_a_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import simsearch
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"simsearch {simsearch.__version__}"
