@@ -24,9 +24,8 @@ from simsearch.common.layout import IndexLayout
 from simsearch.common.manifest import CentroidFit, IndexParams, Manifest, ModelInfo, new_version_id
 from simsearch.common.wire import decode_array, encode_array
 from simsearch.indexer.writer import write_index
-from tests.support.motoindex import moto_layout
+from tests.support.motoindex import moto_layout, one_shard_env
 from tests.support.procs import Service, start_service
-from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +39,6 @@ PARAMS = IndexParams(
     factory=f"IVF32,PQ{DIM}x4", nlist=32, pq_m=DIM, nbits=4, nprobe=4, refine=3, train_size=N
 )
 FIT = CentroidFit(trained=0.8, indexed=0.8, p90=0.9, sample=500)
-AWS_ENV = AWS  # the test credentials every process is given
 
 
 def unit(rows: int, seed: int) -> np.ndarray:
@@ -77,16 +75,12 @@ def published(s3_endpoint: str) -> Iterator[tuple[str, Manifest]]:
 def shard(
     published: tuple[str, Manifest], s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
-    env = {
-        "SIMSEARCH_STORE": published[0],
-        "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint,
-        **AWS_ENV,
-        "SIMSEARCH_SHARD_ORDINAL": "0",
-        "SIMSEARCH_REPLICAS": "1",
-        "SIMSEARCH_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
-        "SIMSEARCH_EXACT_BLOCK_ROWS": "256",  # several blocks per partition
-        "SIMSEARCH_LOG_FORMAT": "text",
-    }
+    env = one_shard_env(
+        published[0],
+        s3_endpoint,
+        tmp_path_factory.mktemp("cache"),
+        SIMSEARCH_EXACT_BLOCK_ROWS="256",  # several blocks per partition
+    )
     with start_service("shard", env) as service:
         yield service
 

@@ -24,9 +24,8 @@ from simsearch.common.metadata import FieldType
 from simsearch.common.wire import decode_array, encode_array
 from simsearch.indexer.writer import write_index
 from tests.support.metaindex import add_metadata, filtered_truth
-from tests.support.motoindex import moto_layout
+from tests.support.motoindex import moto_layout, one_shard_env
 from tests.support.procs import Service, start_service
-from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +53,6 @@ def unit(rows: int, seed: int) -> np.ndarray:
 VECTORS = unit(N, 0)
 
 
-AWS_ENV = AWS  # the test credentials every process is given
-
-
 @pytest.fixture(scope="module")
 def published(s3_endpoint: str) -> Iterator[tuple[str, Manifest]]:
     """One version with metadata tables in a bucket of the moto server."""
@@ -69,16 +65,7 @@ def published(s3_endpoint: str) -> Iterator[tuple[str, Manifest]]:
 
 
 def env(store: str, endpoint: str, cache: Path, exact_max: int) -> dict[str, str]:
-    return {
-        "SIMSEARCH_STORE": store,
-        "SIMSEARCH_S3_ENDPOINT_URL": endpoint,
-        **AWS_ENV,
-        "SIMSEARCH_SHARD_ORDINAL": "0",
-        "SIMSEARCH_REPLICAS": "1",
-        "SIMSEARCH_CACHE_DIR": str(cache),
-        "SIMSEARCH_FILTER_EXACT_MAX": str(exact_max),
-        "SIMSEARCH_LOG_FORMAT": "text",
-    }
+    return one_shard_env(store, endpoint, cache, SIMSEARCH_FILTER_EXACT_MAX=str(exact_max))
 
 
 def search(shard: Service, version: str, q: np.ndarray, node: Any) -> httpx.Response:

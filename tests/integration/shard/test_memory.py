@@ -23,9 +23,8 @@ from simsearch.common.metadata import FieldType
 from simsearch.common.wire import encode_array
 from simsearch.indexer.writer import write_index
 from tests.support.metaindex import add_metadata
-from tests.support.motoindex import moto_layout
+from tests.support.motoindex import moto_layout, one_shard_env
 from tests.support.procs import Service, start_service, wait_for
-from tests.support.s3server import AWS
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +35,6 @@ SCHEMA: dict[str, FieldType] = {"key": "string", "size": "int"}
 PARAMS = IndexParams(
     factory=f"IVF32,PQ{DIM}x4", nlist=32, pq_m=DIM, nbits=4, nprobe=8, refine=10, train_size=N
 )
-AWS_ENV = AWS  # the test credentials every process is given
 KINDS = {"codes", "features", "metadata", "other"}
 
 
@@ -63,18 +61,14 @@ def shard(
     published: tuple[str, Manifest], s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Service]:
     """One shard for the module: /info reads smaps afresh, windows of one second."""
-    env = {
-        "SIMSEARCH_STORE": published[0],
-        "SIMSEARCH_S3_ENDPOINT_URL": s3_endpoint,
-        **AWS_ENV,
-        "SIMSEARCH_SHARD_ORDINAL": "0",
-        "SIMSEARCH_REPLICAS": "1",
-        "SIMSEARCH_CACHE_DIR": str(tmp_path_factory.mktemp("memory") / "cache"),
-        "SIMSEARCH_LOG_FORMAT": "text",
-        "SIMSEARCH_MEMORY_SAMPLE_S": "0",  # every /info reads smaps afresh
-        "SIMSEARCH_WORKING_SET_WINDOW_S": "1",
-        "SIMSEARCH_WORKING_SET_WINDOWS": "3",
-    }
+    env = one_shard_env(
+        published[0],
+        s3_endpoint,
+        tmp_path_factory.mktemp("memory") / "cache",
+        SIMSEARCH_MEMORY_SAMPLE_S="0",  # every /info reads smaps afresh
+        SIMSEARCH_WORKING_SET_WINDOW_S="1",
+        SIMSEARCH_WORKING_SET_WINDOWS="3",
+    )
     with start_service("shard", env) as service:
         yield service
 
