@@ -18,12 +18,20 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # ---- builder: the project's wheel (pure Python; nothing here reaches a runtime layer) ----
 FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY services/ services/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
 
 # ---- runtime: the slim base every role shares ----
 FROM ${PYTHON_IMAGE} AS runtime
+# The release these images carry: the chart's appVersion (tests/unit/deploy/test_dockerfile.py
+# keeps the three equal; scripts/build-images.sh passes pyproject's version).
+ARG SIMSEARCH_VERSION=0.1.0
+LABEL org.opencontainers.image.title="simsearch" \
+      org.opencontainers.image.description="Sharded image similarity search: router, shard, embedder, indexer" \
+      org.opencontainers.image.source="https://github.com/simsearch/simsearch" \
+      org.opencontainers.image.version="${SIMSEARCH_VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -57,11 +65,16 @@ RUN pip install "$(find /dist -name 'simsearch-*.whl')[shard]" && rm -rf /dist
 FROM runtime AS heavy
 # CPU wheels by default; a CUDA index (e.g. https://download.pytorch.org/whl/cu128) for GPUs.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Or a directory of wheels instead of any index: the URL of its listing, read with pip's
+# --find-links and --no-index (scripts/build-images.sh serves this machine's pinned wheels
+# on 127.0.0.1 this way, for builds with no route to the torch index).
+ARG TORCH_WHEELS_URL=""
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
-# torch first, from its own index only; the project's `torch>=2.4` is then already met.
-RUN pip install --index-url "${TORCH_INDEX_URL}" \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
+# torch first, from its own source only; the project's `torch>=2.4` is then already met.
+RUN if [ -n "${TORCH_WHEELS_URL}" ]; then set -- --no-index --find-links "${TORCH_WHEELS_URL}"; \
+    else set -- --index-url "${TORCH_INDEX_URL}"; fi \
+    && pip install "$@" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 COPY --from=builder /dist /dist
 RUN pip install "$(find /dist -name 'simsearch-*.whl')[embedder,indexer]" && rm -rf /dist
 

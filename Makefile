@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.simsearch-installed
 
-.PHONY: setup tools test test-fast lint format config-docs bench bench-quality bench-throughput demo down clean
+.PHONY: setup tools test test-fast test-images images lint format config-docs bench bench-quality bench-throughput demo down clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,17 @@ tools: setup
 
 test: setup tools
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The container images: built by scripts/build-images.sh (buildah, no daemon; installs buildah,
+# podman and debootstrap from Debian if missing, so it needs root as CI has), then router and
+# shard images run under the chart's security settings (tests/images). A step of its own in
+# .ci/run: the first build takes ~4 minutes, more than make test's budget leaves.
+test-images: setup tools
+	$(PY) -m pytest -q -p no:cacheprovider -m images tests/images
+
+# All four role images (torch from the CPU index; TORCH_WHEELS=DIR for a wheel directory).
+images:
+	TARGETS="router shard embedder indexer" bash scripts/build-images.sh
 
 test-fast: setup tools
 	$(PY) -m pytest -q -m "not integration"

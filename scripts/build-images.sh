@@ -4,8 +4,11 @@
 # made here with debootstrap that stands in for python:3.11-slim.
 #
 #   scripts/build-images.sh                      # router and shard (no torch)
-#   TARGETS="router shard embedder indexer" TORCH_INDEX_URL=http://127.0.0.1:8765/ \
-#       scripts/build-images.sh                  # the torch targets need a torch index
+#   TARGETS="router shard embedder indexer" scripts/build-images.sh
+#                                                # torch from the CPU index (the default)
+#   TARGETS="embedder indexer" TORCH_WHEELS=/tmp/torch-wheels scripts/build-images.sh
+#                                                # torch from a wheel directory, filled first
+#                                                # by this machine's pip if it has no torch
 #
 # The base image differs from python:3.11-slim: Debian's python3 (3.11.2) in /usr/bin, not
 # a python.org build in /usr/local; pip from python3-pip, with PEP 668's marker removed so
@@ -19,6 +22,10 @@ BASE=${BASE_IMAGE:-localhost/simsearch-python:3.11-bookworm}
 TAG=${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)}
 WORK=${WORK_DIR:-${TMPDIR:-/tmp}/simsearch-images}
 TORCH_INDEX_URL=${TORCH_INDEX_URL:-}  # empty: the Dockerfile's default (the CPU index)
+TORCH_WHEELS=${TORCH_WHEELS:-}        # a wheel directory instead of an index (see above)
+TORCH_WHEELS_URL=""
+SERVER_PID=""
+trap '[ -z "$SERVER_PID" ] || kill "$SERVER_PID" 2>/dev/null' EXIT
 
 install_tools() {
     local missing=() tool
@@ -38,6 +45,23 @@ install_tools() {
     fi
 }
 
+# What debian:bookworm-slim (under python:3.11-slim) leaves out: documentation, manual pages
+# and translations, now and for any later apt-get install (dpkg's path-exclude), and the
+# downloaded packages debootstrap keeps (~100 MB of the first, unslimmed base's 247 MB).
+slim_rootfs() {
+    local root=$1
+    mkdir -p "$root/etc/dpkg/dpkg.cfg.d"
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+        'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' \
+        'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
+        >"$root/etc/dpkg/dpkg.cfg.d/simsearch-slim"
+    find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+    find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 -not -name locale.alias -exec rm -rf {} +
+    rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/lib/apt/lists/* \
+        "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb "$root"/var/log/*.log
+}
+
 build_base() {
     if podman image exists "$BASE"; then
         echo "build-images: base $BASE (cached)"
@@ -53,15 +77,42 @@ build_base() {
     ln -sf pip3 "$root/usr/bin/pip"
     rm -f "$root"/usr/lib/python3.*/EXTERNALLY-MANAGED
     cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
-    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+    slim_rootfs "$root"
     tar -C "$root" -c . | podman import --change 'CMD ["python3"]' - "$BASE" >/dev/null
     rm -rf "$root"
 }
 
+# The pins the Dockerfile installs (its ARG defaults), so that a wheel directory holds them.
+dockerfile_arg() { sed -n "s/^ARG $1=\(.*\)/\1/p" Dockerfile | head -1; }
+
+# Serve $TORCH_WHEELS on a loopback port for the torch targets' RUN (the build shares the host
+# network): pip reads the directory listing with --find-links and no index.
+serve_torch_wheels() {
+    local dir=$TORCH_WHEELS port
+    mkdir -p "$dir"
+    if ! compgen -G "$dir/torch-$(dockerfile_arg TORCH_VERSION)*.whl" >/dev/null; then
+        echo "build-images: pip download torch and torchvision (and their dependencies) into $dir"
+        python3 -m pip download --quiet --dest "$dir" --only-binary=:all: \
+            --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
+            "torch==$(dockerfile_arg TORCH_VERSION)" \
+            "torchvision==$(dockerfile_arg TORCHVISION_VERSION)"
+    fi
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$WORK/wheels-http.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 50); do
+        python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/', timeout=1)" \
+            2>/dev/null && break
+        sleep 0.1
+    done
+    TORCH_WHEELS_URL="http://127.0.0.1:$port/"
+}
+
 build_target() {
     local target=$1 image="localhost/simsearch-$1:$TAG" started args=()
-    args=(--build-arg "PYTHON_IMAGE=$BASE")
+    args=(--build-arg "PYTHON_IMAGE=$BASE" --build-arg "SIMSEARCH_VERSION=$TAG")
     [ -n "$TORCH_INDEX_URL" ] && args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
+    [ -n "$TORCH_WHEELS_URL" ] && args+=(--build-arg "TORCH_WHEELS_URL=$TORCH_WHEELS_URL")
     started=$(date +%s)
     buildah bud --isolation chroot --network host --layers "${args[@]}" \
         --target "$target" -t "$image" . >"$WORK/build-$target.log" 2>&1 || {
@@ -78,6 +129,9 @@ build_target() {
 install_tools
 mkdir -p "$WORK"
 build_base
+case " $TARGETS " in
+*" embedder "* | *" indexer "*) [ -z "$TORCH_WHEELS" ] || serve_torch_wheels ;;
+esac
 printf '%-9s %-40s %8s %9s\n' target image time size
 for target in $TARGETS; do
     build_target "$target"

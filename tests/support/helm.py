@@ -15,6 +15,12 @@ HELM = TOOLS_BIN / "helm"
 SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))
 RELEASE = "demo"
 NAMESPACE = "search"
+# The workload that runs each serving role, by kind and name suffix.
+WORKLOADS = {
+    "shard": ("StatefulSet", "-shard"),
+    "router": ("Deployment", "-router"),
+    "embedder": ("Deployment", "-embedder"),
+}
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -65,3 +71,29 @@ def find(objects: tuple[dict[str, Any], ...], kind: str, suffix: str) -> dict[st
     hits = [o for o in objects if o["kind"] == kind and o["metadata"]["name"].endswith(suffix)]
     assert len(hits) == 1, f"{len(hits)} {kind} objects named *{suffix}"
     return hits[0]
+
+
+def role_workload(role: str, objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The StatefulSet or Deployment of a serving role."""
+    return find(objects, *WORKLOADS[role])
+
+
+def role_container(role: str, objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """The main container of a serving role's pods."""
+    return containers(pod_specs(role_workload(role, objects))[0])[0]
+
+
+def resolved_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
+    """The container's environment as the kubelet would set it (secrets: placeholders)."""
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+            continue
+        source = item["valueFrom"]
+        if "fieldRef" in source:
+            field = source["fieldRef"]["fieldPath"]
+            env[item["name"]] = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}[field]
+        else:
+            env[item["name"]] = "secret-from-" + source["secretKeyRef"]["name"]
+    return env

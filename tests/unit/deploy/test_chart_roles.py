@@ -30,12 +30,20 @@ from simsearch.local.roles import (
 )
 from simsearch.router.settings import RouterSettings
 from simsearch.shard.settings import ShardSettings
-from tests.support.helm import NAMESPACE, SCENARIOS, containers, find, pod_specs, render
+from tests.support.helm import (
+    SCENARIOS,
+    containers,
+    pod_specs,
+    render,
+    resolved_env,
+    role_container,
+    role_workload,
+)
 
-ROLES: dict[str, tuple[str, str, type[BaseSettings]]] = {
-    "shard": ("StatefulSet", "-shard", ShardSettings),
-    "router": ("Deployment", "-router", RouterSettings),
-    "embedder": ("Deployment", "-embedder", EmbedderSettings),
+ROLES: dict[str, type[BaseSettings]] = {
+    "shard": ShardSettings,
+    "router": RouterSettings,
+    "embedder": EmbedderSettings,
 }
 FOLDER = Path("/state")
 
@@ -56,28 +64,6 @@ def collections_in(scenario: Path) -> int:
     return max(1, len(values.get("collections") or []))
 
 
-def container_of(role: str, objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    kind, suffix, _ = ROLES[role]
-    workload = find(objects, kind, suffix)
-    return containers(pod_specs(workload)[0])[0]
-
-
-def resolved_env(container: dict[str, Any], pod_name: str) -> dict[str, str]:
-    """The container's environment as the kubelet would set it (secrets: placeholders)."""
-    env = {}
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = str(item["value"])
-            continue
-        source = item["valueFrom"]
-        if "fieldRef" in source:
-            field = source["fieldRef"]["fieldPath"]
-            env[item["name"]] = {"metadata.name": pod_name, "metadata.namespace": NAMESPACE}[field]
-        else:
-            env[item["name"]] = "secret-from-" + source["secretKeyRef"]["name"]
-    return env
-
-
 def settings_fields(cls: type[BaseSettings]) -> set[str]:
     return {ENV_PREFIX + name.upper() for name in cls.model_fields}
 
@@ -85,14 +71,14 @@ def settings_fields(cls: type[BaseSettings]) -> set[str]:
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_chart_runs_the_local_command_with_the_local_variables(role: str, scenario: Path) -> None:
-    container = container_of(role, render(str(scenario)))
+    container = role_container(role, render(str(scenario)))
     assert "command" not in container  # the image's ENTRYPOINT is `simsearch`
     assert container["args"] == SERVE_ARGS[role]
     chart = {item["name"] for item in container["env"]}
     for name in local_env(role, collections_in(scenario)):
         equivalents = (name, *CLUSTER_EQUIVALENTS.get(name, ()))
         assert chart & set(equivalents), f"{role}: the chart sets none of {equivalents}"
-    unknown = {n for n in chart if n.startswith(ENV_PREFIX)} - settings_fields(ROLES[role][2])
+    unknown = {n for n in chart if n.startswith(ENV_PREFIX)} - settings_fields(ROLES[role])
     assert not unknown, f"{role}: the chart sets variables no setting reads: {unknown}"
 
 
@@ -102,13 +88,13 @@ def test_chart_environment_passes_the_roles_start_up_validation(
     role: str, scenario: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     objects = render(str(scenario))
-    kind, suffix, cls = ROLES[role]
-    workload = find(objects, kind, suffix)
+    cls = ROLES[role]
+    workload = role_workload(role, objects)
     last = max(1, workload["spec"].get("replicas", 1)) - 1  # the last pod of the set
     pod_name = f"{workload['metadata']['name']}-{last}"
     for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
-    container = container_of(role, objects)
+    container = role_container(role, objects)
     for name, value in resolved_env(container, pod_name).items():
         if name == "SIMSEARCH_API_KEYS_FILE":  # a file of the mounted Secret volume
             mounts = {m["mountPath"] for m in container["volumeMounts"]}
@@ -126,12 +112,12 @@ def test_chart_environment_passes_the_roles_start_up_validation(
 def test_shared_values_are_equal_where_they_mean_the_same() -> None:
     """Index name and URI forms match what local mode passes."""
     objects = render(str(next(p for p in SCENARIOS if p.stem == "minio-values")))
-    shard = {e["name"]: e.get("value") for e in container_of("shard", objects)["env"]}
-    router = {e["name"]: e.get("value") for e in container_of("router", objects)["env"]}
+    shard = {e["name"]: e.get("value") for e in role_container("shard", objects)["env"]}
+    router = {e["name"]: e.get("value") for e in role_container("router", objects)["env"]}
     assert shard["SIMSEARCH_INDEX"] == router["SIMSEARCH_INDEX"] == "default"
     assert shard["SIMSEARCH_STORE"] == router["SIMSEARCH_STORE"] == "s3://photos"
     assert router["SIMSEARCH_IMAGES_ROOT"] == "s3://photos/images"
-    embedder = {e["name"]: e.get("value") for e in container_of("embedder", objects)["env"]}
+    embedder = {e["name"]: e.get("value") for e in role_container("embedder", objects)["env"]}
     assert embedder["SIMSEARCH_ALLOWED_ROOTS"] == router["SIMSEARCH_IMAGES_ROOT"]  # what it indexes
     assert router["SIMSEARCH_EMBEDDER_URL"].endswith("-embedder:8001")
 
