@@ -72,6 +72,8 @@ ARG TORCH_WHEELS_URL=""
 ARG TORCH_VERSION=2.14.1
 ARG TORCHVISION_VERSION=0.29.1
 # torch first, from its own source only; the project's `torch>=2.4` is then already met.
+# (DL3013 reads the "$@" of source options as an unpinned package; both packages are pinned.)
+# hadolint ignore=DL3013
 RUN if [ -n "${TORCH_WHEELS_URL}" ]; then set -- --no-index --find-links "${TORCH_WHEELS_URL}"; \
     else set -- --index-url "${TORCH_INDEX_URL}"; fi \
     && pip install "$@" "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"

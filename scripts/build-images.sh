@@ -92,8 +92,13 @@ serve_torch_wheels() {
     mkdir -p "$dir"
     if ! compgen -G "$dir/torch-$(dockerfile_arg TORCH_VERSION)*.whl" >/dev/null; then
         echo "build-images: pip download torch and torchvision (and their dependencies) into $dir"
+        # resolved for this host (pip's --platform does not widen manylinux tags), so the
+        # host's Python must be the image's: 3.11 on x86_64 Linux
+        python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || {
+            echo "build-images: TORCH_WHEELS needs python3 3.11 here to fill $dir" >&2
+            return 1
+        }
         python3 -m pip download --quiet --dest "$dir" --only-binary=:all: \
-            --python-version 3.11 --implementation cp --platform manylinux_2_28_x86_64 \
             "torch==$(dockerfile_arg TORCH_VERSION)" \
             "torchvision==$(dockerfile_arg TORCHVISION_VERSION)"
     fi
