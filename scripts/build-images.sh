@@ -118,8 +118,14 @@ build_target() {
     args=(--build-arg "PYTHON_IMAGE=$BASE" --build-arg "SIMSEARCH_VERSION=$TAG")
     [ -n "$TORCH_INDEX_URL" ] && args+=(--build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL")
     [ -n "$TORCH_WHEELS_URL" ] && args+=(--build-arg "TORCH_WHEELS_URL=$TORCH_WHEELS_URL")
+    # vfs stores every layer as a whole copy of the tree: with CUDA torch (~6 GB) the layer
+    # cache of the torch targets would need ~30 GB, so they build in one container each
+    case $target in
+    embedder | indexer) args+=(--layers=false) ;;
+    *) args+=(--layers) ;;
+    esac
     started=$(date +%s)
-    buildah bud --isolation chroot --network host --layers "${args[@]}" \
+    buildah bud --isolation chroot --network host "${args[@]}" \
         --target "$target" -t "$image" . >"$WORK/build-$target.log" 2>&1 || {
         tail -20 "$WORK/build-$target.log"
         echo "build-images: $target failed (log: $WORK/build-$target.log)" >&2

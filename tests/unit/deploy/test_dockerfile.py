@@ -14,9 +14,11 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from dataclasses import dataclass, field
 
 import pytest
+import yaml
 
 from simsearch.cli import build_parser
 from tests.support.paths import ROOT, TOOLS_BIN
@@ -436,3 +438,19 @@ def test_hadolint_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, f"hadolint:\n{result.stdout}{result.stderr}"
+
+
+def test_images_are_labelled_with_the_charts_release(dockerfile: Dockerfile) -> None:
+    """The version an image says (label, `simsearch --version`) is the chart's appVersion."""
+    chart = yaml.safe_load((ROOT / "charts" / "simsearch" / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for target in TARGETS:
+        chain = dockerfile.chain(target)
+        args = dict(arg.args.partition("=")[::2] for stage in chain for arg in stage.all("ARG"))
+        assert args.get("SIMSEARCH_VERSION") == chart["appVersion"] == project["version"]
+        labels = " ".join(label.args for stage in chain for label in stage.all("LABEL"))
+        for key in ("version", "source", "licenses", "title"):
+            assert f"org.opencontainers.image.{key}=" in labels, f"{target}: no {key} label"
+        assert 'version="${SIMSEARCH_VERSION}"' in labels
+        assert f'source="{chart["home"]}"' in labels
+        assert f'licenses="{project["license"]}"' in labels
