@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.simsearch-installed
 
-.PHONY: setup tools test test-fast test-images images lint format config-docs bench bench-quality bench-throughput demo down clean
+.PHONY: setup tools test test-fast test-images test-torch-images images lint format config-docs bench bench-quality bench-throughput demo down clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ test: setup tools
 # .ci/run: the first build takes ~4 minutes, more than make test's budget leaves.
 test-images: setup tools
 	$(PY) -m pytest -q -p no:cacheprovider -m images tests/images
+
+# The embedder and indexer images too (tests/images/test_torch_images.py): torch from
+# TORCH_WHEELS (a wheel directory the script fills with this machine's pip) unless
+# TORCH_INDEX_URL is given; ~6 GB each with the CUDA torch pinned here, so not in CI.
+test-torch-images: setup tools
+	$(PY) -m pytest -q -p no:cacheprovider -m torch_images tests/images
 
 # All four role images (torch from the CPU index; TORCH_WHEELS=DIR for a wheel directory).
 images:

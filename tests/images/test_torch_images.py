@@ -1,0 +1,94 @@
+"""The torch images (embedder, indexer), run as the chart runs them: `make test-torch-images`.
+
+Not part of CI: with this machine's pinned torch (the CUDA build, from the local wheels)
+each image is ~6 GB and takes ~10 minutes to build with vfs storage. The embedder starts
+with the chart's environment, securityContext and volumes, and must embed a bundled photo
+as a `simsearch serve embedder` process does (same weights: the model package's); the
+indexer image must say the chart's release and carry no build tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from simsearch.common.wire import decode_vectors
+from tests.images.conftest import project_version
+from tests.images.test_containers import HYGIENE, ready_within
+from tests.support.helm import CHART, render, resolved_env, role_container
+from tests.support.paths import ROOT, SAMPLE_IMAGES
+from tests.support.podman import LIMITS, podman, running, security_flags, volume_flags
+from tests.support.procs import start_service
+from tests.support.s3server import free_port
+
+pytestmark = [pytest.mark.torch_images, pytest.mark.integration]
+
+TORCH_TARGETS = ("embedder", "indexer")
+
+
+@pytest.fixture(scope="module")
+def torch_images() -> dict[str, str]:
+    """The embedder and indexer images, built with torch from TORCH_WHEELS (a wheel
+    directory, default /tmp/simsearch-torch-wheels) unless TORCH_INDEX_URL is set."""
+    env = {**os.environ, "TARGETS": " ".join(TORCH_TARGETS)}
+    if not env.get("TORCH_INDEX_URL"):
+        env.setdefault("TORCH_WHEELS", "/tmp/simsearch-torch-wheels")
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build-images.sh")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False,
+    )  # fmt: skip
+    print(done.stdout)
+    assert done.returncode == 0, f"build-images.sh failed:\n{done.stdout[-3000:]}{done.stderr}"
+    return {role: f"localhost/simsearch-{role}:{project_version()}" for role in TORCH_TARGETS}
+
+
+def embedding(url: str, photo: bytes) -> np.ndarray:
+    files = [("files", ("photo.jpg", photo, "image/jpeg"))]
+    response = httpx.post(f"{url}/embed", params={"encoding": "base64"}, files=files, timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return decode_vectors(body["vectors_b64"], body["dim"])[0]
+
+
+def test_the_embedder_image_embeds_as_the_process_does(
+    torch_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    root = tmp_path_factory.mktemp("embedder")
+    container = role_container("embedder", render())
+    port = free_port()
+    env = {**resolved_env(container, "demo-simsearch-embedder-0"), "SIMSEARCH_PORT": str(port)}
+    flags = [
+        *security_flags(container["securityContext"]),
+        *volume_flags(container.get("volumeMounts", []), root),
+    ]
+    photo = sorted(SAMPLE_IMAGES.glob("*/*.jpg"))[0].read_bytes()
+    started = time.monotonic()
+    with running(
+        torch_images["embedder"], container["args"], env, flags, port, "embedder"
+    ) as embedder:
+        print(f"\nembedder image ready in {ready_within(embedder, started):.1f} s")
+        from_image = embedding(embedder.url, photo)
+        assert embedder.changed_paths() == []
+        found = json.loads(embedder.exec("python3", "-c", HYGIENE))
+    local_env = {k: env[k] for k in ("SIMSEARCH_MODEL", "SIMSEARCH_DEVICE")}
+    with start_service("embedder", local_env, timeout_s=180) as process:
+        from_process = embedding(process.url, photo)
+    assert from_image.shape == from_process.shape == (1280,)
+    assert float(from_image @ from_process) > 0.9999
+    assert found["tools"] == [] and "torch" in found["modules"], found
+
+
+def test_the_indexer_image_says_the_charts_release(torch_images: dict[str, str]) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    flags = security_flags(role_container("embedder", render())["securityContext"])
+    out = podman(
+        "run", "--rm", "--network", "none", *LIMITS, *flags, torch_images["indexer"], "--version"
+    )
+    assert out.strip() == f"simsearch {app_version}"
