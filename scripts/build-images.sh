@@ -124,6 +124,8 @@ build_target() {
     embedder | indexer) args+=(--layers=false) ;;
     *) args+=(--layers) ;;
     esac
+    local previous
+    previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     started=$(date +%s)
     buildah bud --isolation chroot --network host "${args[@]}" \
         --target "$target" -t "$image" . >"$WORK/build-$target.log" 2>&1 || {
@@ -131,8 +133,13 @@ build_target() {
         echo "build-images: $target failed (log: $WORK/build-$target.log)" >&2
         return 1
     }
-    local size
+    local size id
     size=$(podman image inspect --format '{{.Size}}' "$image")
+    id=$(podman image inspect --format '{{.Id}}' "$image")
+    # the image this tag named before, now untagged: gone (vfs keeps whole copies)
+    if [ -n "$previous" ] && [ "$previous" != "$id" ]; then
+        podman rmi "$previous" >/dev/null 2>&1 || true
+    fi
     printf '%-9s %-40s %6d s %6d MB\n' "$target" "$image" "$(($(date +%s) - started))" \
         "$((size / 1000000))"
 }
