@@ -42,7 +42,8 @@ from tests.support.podman import Container, image_labels, running, security_flag
 from tests.support.procs import Service, wait_for, wait_ready
 from tests.support.s3server import AWS, free_port, stop_process
 
-pytestmark = [pytest.mark.images, pytest.mark.integration]
+# the first build on a fresh machine (apt, debootstrap, two targets) takes ~5 minutes
+pytestmark = [pytest.mark.images, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 N, DIM, P, K, SHARDS = 2000, 64, 4, 10, 2
 START_LIMIT_S = 60.0  # podman run → /health/ready (3–10 s measured here, vfs storage)

@@ -28,7 +28,7 @@ from tests.support.podman import LIMITS, podman, running, security_flags, volume
 from tests.support.procs import start_service
 from tests.support.s3server import free_port
 
-pytestmark = [pytest.mark.torch_images, pytest.mark.integration]
+pytestmark = [pytest.mark.torch_images, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 TORCH_TARGETS = ("embedder", "indexer")
 
