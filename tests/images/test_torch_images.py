@@ -22,9 +22,16 @@ import yaml
 from simsearch.common.wire import decode_vectors
 from tests.images.conftest import project_version
 from tests.images.test_containers import HYGIENE, ready_within
-from tests.support.helm import CHART, render, resolved_env, role_container
+from tests.support.helm import (
+    CHART,
+    containers,
+    pod_specs,
+    render,
+    resolved_env,
+    role_container,
+)
 from tests.support.paths import ROOT, SAMPLE_IMAGES
-from tests.support.podman import LIMITS, podman, running, security_flags, volume_flags
+from tests.support.podman import LIMITS, image_labels, podman, running, security_flags, volume_flags
 from tests.support.procs import start_service
 from tests.support.s3server import free_port
 
@@ -77,18 +84,27 @@ def test_the_embedder_image_embeds_as_the_process_does(
         from_image = embedding(embedder.url, photo)
         assert embedder.changed_paths() == []
         found = json.loads(embedder.exec("python3", "-c", HYGIENE))
+        version = embedder.exec("simsearch", "--version").strip()
     local_env = {k: env[k] for k in ("SIMSEARCH_MODEL", "SIMSEARCH_DEVICE")}
     with start_service("embedder", local_env, timeout_s=180) as process:
         from_process = embedding(process.url, photo)
     assert from_image.shape == from_process.shape == (1280,)
     assert float(from_image @ from_process) > 0.9999
     assert found["tools"] == [] and "torch" in found["modules"], found
+    assert version == f"simsearch {app_version()}"
 
 
-def test_the_indexer_image_says_the_charts_release(torch_images: dict[str, str]) -> None:
-    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-    flags = security_flags(role_container("embedder", render())["securityContext"])
+def app_version() -> str:
+    return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
+
+
+def test_the_torch_images_say_the_charts_release(torch_images: dict[str, str]) -> None:
+    job = next(o for o in render() if o["kind"] == "Job" and "-indexer" in o["metadata"]["name"])
+    flags = security_flags(containers(pod_specs(job)[0])[0]["securityContext"])
     out = podman(
         "run", "--rm", "--network", "none", *LIMITS, *flags, torch_images["indexer"], "--version"
     )
-    assert out.strip() == f"simsearch {app_version}"
+    assert out.strip() == f"simsearch {app_version()}"
+    for image in torch_images.values():
+        labels = image_labels(image)
+        assert labels.get("org.opencontainers.image.version") == app_version(), labels

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 PODMAN = ["podman", "--runtime", "runc"]
+# What the runtime mounts over the image itself, as a kubelet does (not in `Mounts`).
+RUNTIME_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/run/.containerenv")
 LIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
 
 
@@ -87,9 +89,10 @@ class Container:
 
     def changed_paths(self) -> list[str]:
         """What the container changed outside its volumes (`podman diff`), less the mount
-        points podman itself made for them (a destination and the folders above it)."""
+        points podman itself made for them and for its own files (a destination and the
+        folders above it: `/etc` changes when the image has no `/etc/hostname`)."""
         data = json.loads(podman("diff", "--format", "json", self.name) or "{}")
-        mounts = [m["Destination"] for m in self.inspect()["Mounts"]]
+        mounts = [m["Destination"] for m in self.inspect()["Mounts"]] + list(RUNTIME_FILES)
         made = {str(p) for dst in mounts for p in (Path(dst), *Path(dst).parents)}
         changed = {p for kind in ("added", "changed", "deleted") for p in data.get(kind) or []}
         return sorted(changed - made)
