@@ -32,13 +32,13 @@ test: setup tools
 # shard images run under the chart's security settings (tests/images). A step of its own in
 # .ci/run: the first build takes ~4 minutes, more than make test's budget leaves.
 test-images: setup tools
-	$(PY) -m pytest -q -p no:cacheprovider -m images tests/images
+	$(PY) -m pytest -q -rP -p no:cacheprovider -m images tests/images
 
 # The embedder and indexer images too (tests/images/test_torch_images.py): torch from
 # TORCH_WHEELS (a wheel directory the script fills with this machine's pip) unless
 # TORCH_INDEX_URL is given; ~6 GB each with the CUDA torch pinned here, so not in CI.
 test-torch-images: setup tools
-	$(PY) -m pytest -q -p no:cacheprovider -m torch_images tests/images
+	$(PY) -m pytest -q -rP -p no:cacheprovider -m torch_images tests/images
 
 # All four role images (torch from the CPU index; TORCH_WHEELS=DIR for a wheel directory).
 images:

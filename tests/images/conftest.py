@@ -7,34 +7,14 @@ is kept in the build folder's logs; a failed build fails every image test with i
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tomllib
-
 import pytest
 
-from tests.support.paths import ROOT
+from tests.support.podman import build_images
 
 BUILD_TIMEOUT_S = 1800  # base (~40 s) + router and shard (~2 min each) on a fresh machine
-TARGETS = ("router", "shard")
-
-
-def project_version() -> str:
-    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
 @pytest.fixture(scope="session")
 def images() -> dict[str, str]:
-    """Role → the image tag just built for it."""
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build-images.sh")],
-        cwd=ROOT,
-        env={**os.environ, "TARGETS": " ".join(TARGETS)},
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT_S,
-        check=False,
-    )
-    print(done.stdout)  # the script's table of build times and sizes
-    assert done.returncode == 0, f"build-images.sh failed:\n{done.stdout[-3000:]}{done.stderr}"
-    return {role: f"localhost/simsearch-{role}:{project_version()}" for role in TARGETS}
+    """Role → the router and shard image tags just built."""
+    return build_images(("router", "shard"), BUILD_TIMEOUT_S)

@@ -11,27 +11,32 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import httpx
 import numpy as np
 import pytest
-import yaml
 
 from simsearch.common.wire import decode_vectors
-from tests.images.conftest import project_version
 from tests.images.test_containers import HYGIENE, ready_within
 from tests.support.helm import (
-    CHART,
+    chart_metadata,
     containers,
     pod_specs,
     render,
     resolved_env,
     role_container,
 )
-from tests.support.paths import ROOT, SAMPLE_IMAGES
-from tests.support.podman import LIMITS, image_labels, podman, running, security_flags, volume_flags
+from tests.support.paths import SAMPLE_IMAGES
+from tests.support.podman import (
+    LIMITS,
+    build_images,
+    image_labels,
+    podman,
+    running,
+    security_flags,
+    volume_flags,
+)
 from tests.support.procs import start_service
 from tests.support.s3server import free_port
 
@@ -44,16 +49,10 @@ TORCH_TARGETS = ("embedder", "indexer")
 def torch_images() -> dict[str, str]:
     """The embedder and indexer images, built with torch from TORCH_WHEELS (a wheel
     directory, default /tmp/simsearch-torch-wheels) unless TORCH_INDEX_URL is set."""
-    env = {**os.environ, "TARGETS": " ".join(TORCH_TARGETS)}
-    if not env.get("TORCH_INDEX_URL"):
-        env.setdefault("TORCH_WHEELS", "/tmp/simsearch-torch-wheels")
-    done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "build-images.sh")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False,
-    )  # fmt: skip
-    print(done.stdout)
-    assert done.returncode == 0, f"build-images.sh failed:\n{done.stdout[-3000:]}{done.stderr}"
-    return {role: f"localhost/simsearch-{role}:{project_version()}" for role in TORCH_TARGETS}
+    source = {}
+    if not os.environ.get("TORCH_INDEX_URL"):
+        source["TORCH_WHEELS"] = os.environ.get("TORCH_WHEELS", "/tmp/simsearch-torch-wheels")
+    return build_images(TORCH_TARGETS, 3600, **source)
 
 
 def embedding(url: str, photo: bytes) -> np.ndarray:
@@ -91,11 +90,7 @@ def test_the_embedder_image_embeds_as_the_process_does(
     assert from_image.shape == from_process.shape == (1280,)
     assert float(from_image @ from_process) > 0.9999
     assert found["tools"] == [] and "torch" in found["modules"], found
-    assert version == f"simsearch {app_version()}"
-
-
-def app_version() -> str:
-    return str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
+    assert version == f"simsearch {chart_metadata()['appVersion']}"
 
 
 def test_the_torch_images_say_the_charts_release(torch_images: dict[str, str]) -> None:
@@ -104,7 +99,8 @@ def test_the_torch_images_say_the_charts_release(torch_images: dict[str, str]) -
     out = podman(
         "run", "--rm", "--network", "none", *LIMITS, *flags, torch_images["indexer"], "--version"
     )
-    assert out.strip() == f"simsearch {app_version()}"
+    release = chart_metadata()["appVersion"]
+    assert out.strip() == f"simsearch {release}"
     for image in torch_images.values():
         labels = image_labels(image)
-        assert labels.get("org.opencontainers.image.version") == app_version(), labels
+        assert labels.get("org.opencontainers.image.version") == release, labels

@@ -23,6 +23,12 @@ WORKLOADS = {
 }
 
 
+def chart_metadata() -> dict[str, Any]:
+    """Chart.yaml: its appVersion is the release every image must say."""
+    data: dict[str, Any] = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return data
+
+
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     """Run helm; a missing binary is an error that says how to get it (never a skip)."""
     if not HELM.exists():

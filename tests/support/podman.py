@@ -18,13 +18,17 @@ Two podman details matter here:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tomllib
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support.paths import ROOT
 
 PODMAN = ["podman", "--runtime", "runc"]
 # What the runtime mounts over the image itself, as a kubelet does (not in `Mounts`).
@@ -140,3 +144,18 @@ def image_labels(image: str) -> dict[str, str]:
 
 def image_size(image: str) -> int:
     return int(podman("image", "inspect", "--format", "{{.Size}}", image).strip())
+
+
+def build_images(targets: tuple[str, ...], timeout_s: float, **env: str) -> dict[str, str]:
+    """Role → the tag `scripts/build-images.sh` just built for it from this checkout (its
+    layer cache rebuilds only what changed); its table of times and sizes is printed, and a
+    failed build fails with the script's output."""
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build-images.sh")],
+        cwd=ROOT, env={**os.environ, **env, "TARGETS": " ".join(targets)},
+        capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+    print(done.stdout)
+    assert done.returncode == 0, f"build-images.sh failed:\n{done.stdout[-3000:]}{done.stderr}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {role: f"localhost/simsearch-{role}:{project['version']}" for role in targets}
